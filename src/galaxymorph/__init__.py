@@ -1,0 +1,44 @@
+"""galaxymorph: galaxy morphology from survey images.
+
+The data path is one way: sources -> preprocessing -> model -> outputs.
+
+>>> from galaxymorph import classify
+>>> classify(["cutouts/"], "morphology.csv")          # doctest: +SKIP
+"""
+
+from galaxymorph.config import Preprocessing
+from galaxymorph.errors import CatalogError, GalaxyMorphError, ImageReadError, ModelError
+
+__all__ = [
+    "CatalogError",
+    "GalaxyMorphError",
+    "ImageReadError",
+    "ModelError",
+    "Preprocessing",
+    "classify",
+    "evaluate",
+    "load_image",
+    "load_model",
+    "predict",
+    "run_demo",
+    "train",
+]
+
+
+def __getattr__(name: str):
+    # Heavy libraries (torch, onnxruntime, matplotlib) load only when the API that needs them is used.
+    if name in ("classify", "predict"):
+        from galaxymorph import predict as module
+    elif name == "evaluate":
+        from galaxymorph import evaluate as module
+    elif name == "load_image":
+        from galaxymorph import preprocess as module
+    elif name == "load_model":
+        from galaxymorph import models as module
+    elif name == "run_demo":
+        from galaxymorph import demo as module
+    elif name == "train":
+        from galaxymorph import training as module
+    else:
+        raise AttributeError(f"module 'galaxymorph' has no attribute {name!r}")
+    return getattr(module, name)

@@ -1,0 +1,176 @@
+"""The `galaxymorph` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from galaxymorph.config import BATCH_SIZE, DEFAULT_MODEL, SPLIT_SEED
+
+app = typer.Typer(help="Galaxy morphology from survey images: elliptical or spiral, then the finer classes.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="List and inspect models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Bundled model name or checkpoint path.")]
+BatchOption = Annotated[int, typer.Option(help="Images per inference batch.")]
+WorkersOption = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
+BackendOption = Annotated[str, typer.Option(help="Inference back-end: auto, onnx or torch.")]
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+def _predict_options(batch_size: int, workers: int | None, backend: str, progress: bool = True):
+    from galaxymorph.predict import PredictOptions, default_workers
+
+    return PredictOptions(batch_size=batch_size, workers=default_workers() if workers is None else workers,
+                          backend=backend, progress=progress)
+
+
+@app.command()
+def classify(
+    paths: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively) or catalogs (.csv/.parquet with a file column).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output catalog, .csv or .parquet.")] = Path("morphology.csv"),
+    model: ModelOption = DEFAULT_MODEL,
+    batch_size: BatchOption = BATCH_SIZE,
+    workers: WorkersOption = None,
+    backend: BackendOption = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Classify images and write one row per image: id, file, label, p_spiral, error."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.predict import classify as run_classify
+
+    try:
+        summary = run_classify(paths, output, model=model, options=_predict_options(batch_size, workers, backend, progress))
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"{summary.rows} rows written to {summary.output}; {summary.failed} could not be classified"
+               + (" (reasons in the error column)" if summary.failed else ""))
+    if summary.rows and summary.failed == summary.rows:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def demo(
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the images, catalog and contact sheet.")] = Path("galaxymorph-demo"),
+    count: Annotated[int, typer.Option(help="Number of example galaxies.")] = 12,
+    model: ModelOption = DEFAULT_MODEL,
+) -> None:
+    """Run the whole path on synthetic example galaxies: no data of your own needed."""
+    from galaxymorph.demo import run_demo
+    from galaxymorph.errors import GalaxyMorphError
+
+    try:
+        result = run_demo(output_dir, count=count, model=model)
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"classified {result.catalog.rows} example galaxies ({result.correct} as made)\n"
+               f"catalog: {result.catalog.output}\ncontact sheet: {result.contact_sheet}")
+
+
+@app.command()
+def train(
+    labels: Annotated[Path, typer.Argument(help="Labelled catalog: gz1-sdss labels.csv or a file,label table.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint path (NAME.pt and NAME.json are written).")] = Path("runs/model.pt"),
+    arch: Annotated[str, typer.Option(help="Registered architecture (see `galaxymorph models list`).")] = "galaxynet",
+    classes: Annotated[str, typer.Option(help="Class scheme: binary (elliptical/spiral), gz1 (Galaxy Zoo 1 classes) or labels (as given).")] = "binary",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    batch_size: BatchOption = BATCH_SIZE,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and augmentation.")] = SPLIT_SEED,
+    max_rows: Annotated[Optional[int], typer.Option(help="Train on a seeded random subset of this many rows.")] = None,
+    workers: WorkersOption = None,
+    augment: Annotated[bool, typer.Option(help="Rotations, mirror flips (winding labels swapped) and zoom.")] = True,
+) -> None:
+    """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.predict import default_workers
+    from galaxymorph.training import TrainConfig, train as run_train
+
+    config = TrainConfig(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
+                         batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_rows=max_rows,
+                         workers=default_workers() if workers is None else workers, augment=augment)
+    try:
+        weights = run_train(config)
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"checkpoint written: {weights} (+ {weights.with_suffix('.json').name})")
+
+
+@app.command()
+def evaluate(
+    labels: Annotated[Path, typer.Argument(help="Labelled catalog (gz1-sdss labels.csv or file,label).")],
+    model: ModelOption = DEFAULT_MODEL,
+    split: Annotated[str, typer.Option(help="Rows to use: test, val or train (the model's saved split) or all.")] = "test",
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for metrics.json and the plots.")] = Path("evaluation"),
+    batch_size: BatchOption = BATCH_SIZE,
+    workers: WorkersOption = None,
+    backend: BackendOption = "auto",
+) -> None:
+    """Accuracy, ROC AUC, per-class precision/recall, confusion matrix and calibration error."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.evaluate import evaluate as run_evaluate
+
+    try:
+        metrics = run_evaluate(labels, output_dir, model=model, split=split,
+                               options=_predict_options(batch_size, workers, backend, progress=False))
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    binary = metrics["spiral_vs_elliptical"]
+    typer.echo(f"{metrics['model']} on {split} ({binary['n']} spiral/elliptical galaxies): accuracy {binary['accuracy']:.4f}, "
+               f"ROC AUC {binary['roc_auc']:.4f}, ECE {binary['ece']:.4f}\nwritten to {output_dir}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Bundled pretrained models and registered architectures."""
+    from galaxymorph.models import bundled_models, list_architectures, load_model
+
+    for name in bundled_models():
+        loaded = load_model(name)
+        validation = loaded.metadata.get("metrics", {}).get("validation", {})
+        typer.echo(f"pretrained  {name:16s} {loaded.metadata['architecture']:16s} classes: {', '.join(loaded.classes)}"
+                   + (f"; validation ROC AUC {validation['spiral_roc_auc']:.3f}" if "spiral_roc_auc" in validation else ""))
+    for name in list_architectures():
+        typer.echo(f"architecture {name}")
+
+
+@models_app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="Architecture, bundled model or checkpoint path.")],
+    seed: Annotated[int, typer.Option(help="Seed of the random test image.")] = 0,
+) -> None:
+    """Layer-by-layer summary and the prediction for a random image."""
+    import torch
+
+    from galaxymorph.config import Preprocessing
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.models import bundled_models, create_model, load_model, logits_to_probabilities
+    from galaxymorph.models.summary import layer_summary
+
+    try:
+        if name in bundled_models() or Path(name).with_suffix(".pt").is_file():
+            loaded = load_model(name)
+            model, size, origin = loaded.model, loaded.preprocessing.image_size, "pretrained"
+        else:
+            model, size, origin = create_model(name), Preprocessing().image_size, "untrained"
+    except GalaxyMorphError as error:
+        raise _fail(error) from error
+    typer.echo(f"{name} ({origin}, {type(model).__name__}), input (3, {size}, {size}), classes: {', '.join(model.classes)}")
+    typer.echo(f"{'layer':28s} {'type':14s} {'output shape':18s} {'parameters':>10s}")
+    rows = layer_summary(model, size)
+    for row in rows:
+        typer.echo(f"{row.name:28s} {row.kind:14s} {str(row.output_shape):18s} {row.parameters:>10,d}")
+    total = sum(p.numel() for p in model.parameters())
+    typer.echo(f"total parameters: {total:,d}")
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        probabilities = logits_to_probabilities(model.eval()(image))[0]
+    shown = ", ".join(f"{c} {p:.4f}" for c, p in zip(model.classes, probabilities.tolist()))
+    typer.echo(f"prediction for a random image: {shown}")

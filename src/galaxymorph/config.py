@@ -1,0 +1,70 @@
+"""Settings of the design, in one place.
+
+The constants below are the starting design's numbers (64x64x3 input, batch size...) and the
+defaults of the preprocessing that travels with every checkpoint. Environment variables are read
+here and only here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+IMAGE_SIZE = 64
+"""Side of the square model input, in pixels."""
+
+CHANNELS = 3
+"""Colour channels of the model input (gri composites, or a single band repeated)."""
+
+CROP_FRACTION = 0.4
+"""Fraction of the cutout's side kept around the centre before resizing.
+
+SDSS cutouts of 423 px show the galaxy in the central 10-30% of the frame; keeping the central
+40% makes the galaxy fill a useful part of the 64 px input."""
+
+MIN_IMAGE_SIZE = 8
+"""Images with a side shorter than this are refused: nothing can be learnt from them."""
+
+BATCH_SIZE = 128
+DEFAULT_MODEL = "galaxynet"
+"""Name of the bundled pretrained model that `classify` uses by default."""
+
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+"""Train, validation and test shares of a labelled catalog."""
+
+SPLIT_SEED = 20261126
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input; saved in every checkpoint's metadata.
+
+    `fits_softening` is the asinh softening in units of the background noise, and
+    `fits_white_percentile` the percentile of the stretched intensity that maps to 1.
+    """
+
+    image_size: int = IMAGE_SIZE
+    crop_fraction: float = CROP_FRACTION
+    fits_softening: float = 5.0
+    fits_white_percentile: float = 99.8
+
+    def __post_init__(self) -> None:
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}, got {self.image_size}")
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def cache_dir() -> Path:
+    """Where decoded training sets are cached (`GALAXYMORPH_CACHE_DIR`, else ~/.cache/galaxymorph)."""
+    configured = os.environ.get("GALAXYMORPH_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "galaxymorph"

@@ -1,0 +1,97 @@
+"""Evaluate a model on a labelled catalog: metrics as JSON, ROC, reliability and confusion as PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from galaxymorph.catalog import CatalogRow, read_labelled_catalog
+from galaxymorph.config import DEFAULT_MODEL
+from galaxymorph.errors import CatalogError
+from galaxymorph.labels import binary_label
+from galaxymorph.metrics import (
+    binary_summary,
+    calibration_bins,
+    confusion_matrix,
+    per_class_precision_recall,
+    roc_curve,
+)
+from galaxymorph.models import LoadedModel, load_model
+from galaxymorph.outputs import plots
+from galaxymorph.predict import PredictOptions, predict
+
+SPLITS = ("test", "val", "train", "all")
+
+
+def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
+             model: str | os.PathLike | LoadedModel = DEFAULT_MODEL, split: str = "test",
+             options: PredictOptions = PredictOptions()) -> dict:
+    """Classify the rows of `split` (from the model's saved split) and write metrics and figures.
+
+    Returns the metrics; `output_dir` receives metrics.json, predictions.csv, roc.png,
+    reliability.png and confusion.png.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    catalog = read_labelled_catalog(labels)
+    catalog = catalog.subset(_rows_of_split(catalog.ids, loaded, split, labels))
+    truth = dict(zip(catalog.ids, catalog.labels))
+    rows = [row for batch in predict([CatalogRow(i, f) for i, f in zip(catalog.ids, catalog.files)], loaded,
+                                     options=options) for row in batch]
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from galaxymorph.outputs import CatalogWriter
+
+    with CatalogWriter(output_dir / "predictions.csv") as writer:
+        writer.write([dict(row, true_label=truth[row["id"]]) for row in rows])
+
+    scored = [row for row in rows if not row["error"] and binary_label(truth[row["id"]])]
+    p_spiral = np.array([row["p_spiral"] for row in scored])
+    is_spiral = np.array([binary_label(truth[row["id"]]) == "spiral" for row in scored])
+    binary_matrix = confusion_matrix(is_spiral.astype(int), (p_spiral >= 0.5).astype(int), 2)
+    metrics = {
+        "model": loaded.name, "data": str(labels), "split": split,
+        "rows": len(rows), "unreadable": sum(1 for row in rows if row["error"]),
+        "spiral_vs_elliptical": {
+            **binary_summary(p_spiral, is_spiral),
+            "per_class": per_class_precision_recall(binary_matrix, ["elliptical", "spiral"]),
+            "confusion_matrix": binary_matrix.tolist(),
+        },
+    }
+    fpr, tpr = roc_curve(p_spiral, is_spiral)
+    plots.roc_plot({loaded.name: (fpr, tpr, metrics["spiral_vs_elliptical"]["roc_auc"])}, output_dir / "roc.png")
+    plots.reliability_plot(*calibration_bins(p_spiral, is_spiral), metrics["spiral_vs_elliptical"]["ece"],
+                           output_dir / "reliability.png")
+    classes, matrix = ["elliptical", "spiral"], binary_matrix
+    if len(loaded.classes) > 2:
+        fine = [row for row in rows if not row["error"] and truth[row["id"]] in loaded.classes]
+        classes = list(loaded.classes)
+        true_index = [classes.index(truth[row["id"]]) for row in fine]
+        predicted_index = [classes.index(row["class"]) for row in fine]
+        matrix = confusion_matrix(true_index, predicted_index, len(classes))
+        metrics["classes"] = {
+            "accuracy": float(np.mean(np.array(true_index) == np.array(predicted_index))) if fine else float("nan"),
+            "per_class": per_class_precision_recall(matrix, classes),
+            "confusion_matrix": matrix.tolist(),
+            "labels": classes,
+        }
+    plots.confusion_plot(matrix, classes, output_dir / "confusion.png")
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def _rows_of_split(ids: list[str], loaded: LoadedModel, split: str, labels: object) -> list[int]:
+    if split == "all":
+        return list(range(len(ids)))
+    saved = loaded.metadata.get("split", {}).get(split)
+    if saved is None:
+        raise CatalogError(f"model {loaded.name} has no saved {split!r} split; use split='all'")
+    wanted = set(saved)
+    rows = [i for i, row_id in enumerate(ids) if row_id in wanted]
+    if not rows:
+        raise CatalogError(f"catalog {labels}: none of its ids are in model {loaded.name}'s {split!r} split")
+    return rows

@@ -1,0 +1,58 @@
+"""Class vocabularies and how they map onto spiral-vs-elliptical.
+
+`p_spiral` keeps the starting design's meaning: the probability that a galaxy is a disk (spiral,
+edge-on disk) rather than an elliptical. Models with finer classes derive it from their class
+probabilities, conditioned on the galaxy being one or the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+BINARY_CLASSES = ("elliptical", "spiral")
+GZ1_CLASSES = (
+    "elliptical",
+    "spiral_clockwise",
+    "spiral_anticlockwise",
+    "edge_on_disk",
+    "merger",
+    "dont_know",
+)
+ELLIPTICAL_CLASSES = frozenset({"elliptical"})
+DISK_CLASSES = frozenset({"spiral", "spiral_clockwise", "spiral_anticlockwise", "edge_on_disk"})
+MIRROR_PAIRS = (("spiral_clockwise", "spiral_anticlockwise"),)
+"""Labels that a mirror flip exchanges: the winding direction of spiral arms."""
+
+
+def binary_label(label: str) -> str | None:
+    """'elliptical' or 'spiral' for a label of either kind, None for neither (merger, unknown)."""
+    if label in ELLIPTICAL_CLASSES:
+        return "elliptical"
+    if label in DISK_CLASSES:
+        return "spiral"
+    return None
+
+
+def mirror_permutation(classes: Sequence[str]) -> np.ndarray:
+    """Index map that turns a class index into its mirror image's class index."""
+    permutation = np.arange(len(classes))
+    for left, right in MIRROR_PAIRS:
+        if left in classes and right in classes:
+            i, j = classes.index(left), classes.index(right)
+            permutation[i], permutation[j] = j, i
+    return permutation
+
+
+def has_spiral_semantics(classes: Sequence[str]) -> bool:
+    """True when the classes include ellipticals and disks, so that p_spiral is defined."""
+    return bool(ELLIPTICAL_CLASSES & set(classes)) and bool(DISK_CLASSES & set(classes))
+
+
+def spiral_probability(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """p_spiral from class probabilities (N, K): P(disk) / (P(disk) + P(elliptical))."""
+    disk = probabilities[:, [i for i, c in enumerate(classes) if c in DISK_CLASSES]].sum(axis=1)
+    elliptical = probabilities[:, [i for i, c in enumerate(classes) if c in ELLIPTICAL_CLASSES]].sum(axis=1)
+    total = disk + elliptical
+    return np.divide(disk, total, out=np.full_like(disk, 0.5), where=total > 0)

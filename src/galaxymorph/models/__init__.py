@@ -1,0 +1,24 @@
+"""Model architectures, the registry and checkpoints."""
+
+from galaxymorph.models._base import GalaxyClassifier, logits_to_probabilities
+from galaxymorph.models.checkpoint import (
+    LoadedModel,
+    bundled_models,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from galaxymorph.models.registry import create_model, list_architectures, register_model
+
+__all__ = [
+    "GalaxyClassifier",
+    "LoadedModel",
+    "bundled_models",
+    "create_model",
+    "list_architectures",
+    "load_checkpoint",
+    "load_model",
+    "logits_to_probabilities",
+    "register_model",
+    "save_checkpoint",
+]

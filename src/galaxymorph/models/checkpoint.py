@@ -1,0 +1,92 @@
+"""Checkpoints that describe themselves: a weights file plus a JSON metadata file beside it.
+
+`NAME.pt` holds the state dict only and is loaded with `torch.load(weights_only=True)`, so that
+loading a checkpoint never executes code. `NAME.json` holds the architecture, classes,
+preprocessing, training data and split, seed and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from galaxymorph.config import Preprocessing
+from galaxymorph.errors import ModelError
+from galaxymorph.models._base import GalaxyClassifier
+from galaxymorph.models.registry import create_model
+
+FORMAT_VERSION = 1
+BUNDLED_WEIGHTS = "weights"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with the preprocessing it was trained with."""
+
+    name: str
+    model: GalaxyClassifier
+    preprocessing: Preprocessing
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.model.classes
+
+
+def save_checkpoint(model: GalaxyClassifier, path: str | os.PathLike, *, architecture: str,
+                    preprocessing: Preprocessing, **metadata) -> Path:
+    """Write `path` (.pt weights) and its .json metadata; returns the weights path."""
+    weights = Path(path).with_suffix(".pt")
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), weights)
+    description = {
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "classes": list(model.classes),
+        "preprocessing": preprocessing.to_dict(),
+        **metadata,
+    }
+    weights.with_suffix(".json").write_text(json.dumps(description, indent=1))
+    return weights
+
+
+def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
+    """Load a checkpoint written by `save_checkpoint` (the .pt or the .json path)."""
+    weights = Path(path).with_suffix(".pt")
+    description_path = weights.with_suffix(".json")
+    if not weights.is_file() or not description_path.is_file():
+        raise ModelError(f"checkpoint {path}: expected {weights.name} and {description_path.name} side by side")
+    try:
+        description = json.loads(description_path.read_text())
+        model = create_model(description["architecture"], classes=description["classes"])
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except (KeyError, json.JSONDecodeError, RuntimeError) as exc:
+        raise ModelError(f"checkpoint {path} is invalid: {exc}") from exc
+    model.eval()
+    preprocessing = Preprocessing.from_dict(description.get("preprocessing", {}))
+    return LoadedModel(weights.stem, model, preprocessing, description)
+
+
+def bundled_models() -> list[str]:
+    """Names of the pretrained models shipped in the package."""
+    folder = resources.files("galaxymorph.models") / BUNDLED_WEIGHTS
+    return sorted(Path(entry.name).stem for entry in folder.iterdir() if entry.name.endswith(".pt"))
+
+
+def bundled_checkpoint(name: str) -> Path:
+    return Path(str(resources.files("galaxymorph.models") / BUNDLED_WEIGHTS / f"{name}.pt"))
+
+
+def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
+    """A bundled pretrained model by name (`galaxynet`, `seed`) or a checkpoint by path."""
+    name = str(name_or_path)
+    if name in bundled_models():
+        return load_checkpoint(bundled_checkpoint(name))
+    if Path(name).with_suffix(".pt").exists():
+        return load_checkpoint(name)
+    raise ModelError(f"no bundled model or checkpoint named {name!r}; bundled: {', '.join(bundled_models()) or 'none'}")

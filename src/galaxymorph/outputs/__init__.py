@@ -1,0 +1,5 @@
+"""Outputs: catalog writers and figures."""
+
+from galaxymorph.outputs.catalog_writer import CatalogWriter
+
+__all__ = ["CatalogWriter"]

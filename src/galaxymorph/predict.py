@@ -1,0 +1,183 @@
+"""The prediction engine that every front end uses: images in, one morphology row per image out.
+
+Images are decoded in worker processes while the model works on the previous batch; results stream
+out batch by batch, so memory stays flat however many inputs there are. An image that cannot be
+read gets its reason in the `error` column and the job goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from galaxymorph.catalog import CatalogRow
+from galaxymorph.config import BATCH_SIZE, DEFAULT_MODEL
+from galaxymorph.labels import has_spiral_semantics, spiral_probability
+from galaxymorph.models import LoadedModel, load_model
+from galaxymorph.outputs.catalog_writer import CatalogWriter, check_output_path
+from galaxymorph.preprocess.parallel import decode_in_batches
+from galaxymorph.sources import iter_inputs
+
+BACKENDS = ("auto", "onnx", "torch")
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core, leaving inference to share them."""
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How prediction runs: batch size, decoding processes, inference back-end and threads."""
+
+    batch_size: int = BATCH_SIZE
+    workers: int = field(default_factory=default_workers)
+    backend: str = "auto"
+    threads: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+
+
+class Classifier:
+    """A loaded model behind an inference back-end: ONNX Runtime when installed, else torch."""
+
+    def __init__(self, loaded: LoadedModel, *, backend: str = "auto", threads: int | None = None) -> None:
+        self.loaded = loaded
+        self.classes = loaded.classes
+        self.backend = _resolve_backend(backend)
+        if self.backend == "onnx":
+            self._session = _onnx_session(loaded, threads)
+        elif threads:
+            import torch
+
+            torch.set_num_threads(threads)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, K) for model inputs (N, 3, S, S) in [0, 1]."""
+        import torch
+
+        from galaxymorph.models import logits_to_probabilities
+
+        with torch.inference_mode():
+            if self.backend == "onnx":
+                inputs = {"images": np.ascontiguousarray(images, dtype=np.float32)}
+                logits = torch.from_numpy(self._session.run(None, inputs)[0])
+            else:
+                logits = self.loaded.model(torch.from_numpy(images))
+            return logits_to_probabilities(logits.double()).numpy()
+
+    def columns(self) -> list[str]:
+        """Output columns, in order."""
+        fine = ["class", *[f"p_{name}" for name in self.classes]] if len(self.classes) > 2 else []
+        return ["id", "file", "label", "p_spiral", *fine, "error"]
+
+    def rows(self, items: list[CatalogRow], images: np.ndarray, errors: list[str]) -> list[dict]:
+        """One output row per item; failed items keep their reason and empty probabilities."""
+        errors = [item.error or error for item, error in zip(items, errors)]
+        good = np.array([not error for error in errors], dtype=bool)
+        probabilities = np.full((len(items), len(self.classes)), np.nan)
+        if good.any():
+            probabilities[good] = self.probabilities(images[good])
+        spiral = has_spiral_semantics(self.classes)
+        p_spiral = spiral_probability(probabilities, self.classes) if spiral else np.full(len(items), np.nan)
+        rows = []
+        for i, (item, error) in enumerate(zip(items, errors)):
+            row = {"id": item.id, "file": str(item.file), "label": "", "p_spiral": float(p_spiral[i])}
+            if not error:
+                predicted = self.classes[int(np.argmax(probabilities[i]))]
+                row["label"] = ("spiral" if p_spiral[i] >= 0.5 else "elliptical") if spiral else predicted
+            if len(self.classes) > 2:
+                row["class"] = "" if error else predicted
+                row.update({f"p_{name}": float(p) for name, p in zip(self.classes, probabilities[i])})
+            row["error"] = error
+            rows.append(row)
+        return rows
+
+
+def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
+            *, options: PredictOptions = PredictOptions()) -> Iterator[list[dict]]:
+    """Classify images batch by batch; yields lists of row dicts in input order.
+
+    `inputs` are image files, folders, catalogs, or `CatalogRow`s; `model` a bundled model name,
+    a checkpoint path or an already loaded model.
+    """
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    classifier = Classifier(loaded, backend=options.backend, threads=options.threads)
+    rows = _as_rows(inputs)
+    for items, images, errors in decode_in_batches(
+            rows, loaded.preprocessing, file_of=lambda row: None if row.error else row.file,
+            batch_size=options.batch_size, workers=options.workers):
+        yield classifier.rows(items, images, errors)
+
+
+@dataclass(frozen=True)
+class ClassifySummary:
+    output: Path
+    rows: int
+    failed: int
+
+
+def classify(inputs: Iterable[str | os.PathLike | CatalogRow], output: str | os.PathLike, *,
+             model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
+             options: PredictOptions = PredictOptions()) -> ClassifySummary:
+    """Classify images and write the morphology catalog (.csv or .parquet) as results arrive."""
+    from tqdm import tqdm
+
+    output = check_output_path(output)
+    failed = 0
+    with CatalogWriter(output) as writer, tqdm(desc="classify", unit="img", disable=not options.progress) as bar:
+        for rows in predict(inputs, model, options=options):
+            writer.write(rows)
+            failed += sum(1 for row in rows if row["error"])
+            bar.update(len(rows))
+    return ClassifySummary(output, writer.rows_written, failed)
+
+
+def _as_rows(inputs: Iterable[str | os.PathLike | CatalogRow]) -> Iterator[CatalogRow]:
+    for item in inputs:
+        if isinstance(item, CatalogRow):
+            yield item
+        else:
+            yield from iter_inputs([item])
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend in ("auto", "onnx"):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            if backend == "onnx":
+                raise
+            return "torch"
+        return "onnx"
+    return backend
+
+
+def _onnx_session(loaded: LoadedModel, threads: int | None):
+    """Export the model to ONNX in memory and open an ONNX Runtime session on it."""
+    import onnxruntime
+    import torch
+
+    size = loaded.preprocessing.image_size
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(loaded.model.eval(), (torch.zeros(1, 3, size, size),), buffer, dynamo=False,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    settings = onnxruntime.SessionOptions()
+    if threads:
+        settings.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(buffer.getvalue(), settings, providers=["CPUExecutionProvider"])
+

@@ -1,0 +1,155 @@
+"""Decode JPEG, PNG and FITS files into model inputs.
+
+Every reader ends in the same place: a float32 array (3, S, S) in [0, 1], the central
+`crop_fraction` of the image resized to S = `image_size`. JPEGs are downscaled by the decoder
+itself (PIL's draft mode) when the target is much smaller than the image, which is most of the cost
+saved on survey cutouts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from galaxymorph.config import CHANNELS, MIN_IMAGE_SIZE, Preprocessing
+from galaxymorph.errors import ImageReadError
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp") + FITS_SUFFIXES
+_FITS_MAGIC = b"SIMPLE  ="
+_16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when the file name has an image or FITS suffix (case-insensitive)."""
+    return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def load_image(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing()) -> np.ndarray:
+    """Read one image file and return the model input, float32 (3, S, S) in [0, 1].
+
+    Raises `ImageReadError` naming the file when it is missing, empty, corrupt, truncated, too
+    small or of a shape that is not an image.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "file is empty")
+        if _is_fits(path):
+            return _frame_float(_read_fits(path, preprocessing), preprocessing)
+        return _load_pil(path, preprocessing)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a directory, not an image file") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a readable image (unknown or corrupt format)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageReadError(path, f"corrupt or truncated image ({exc})") from exc
+
+
+def _is_fits(path: Path) -> bool:
+    if path.name.lower().endswith(FITS_SUFFIXES):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(len(_FITS_MAGIC)) == _FITS_MAGIC
+
+
+def _load_pil(path: Path, preprocessing: Preprocessing) -> np.ndarray:
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            # The decoder picks a scale of 1/2, 1/4 or 1/8 that still covers the requested size.
+            needed = math.ceil(preprocessing.image_size / preprocessing.crop_fraction)
+            image.draft("RGB", (needed, needed))
+        image.load()
+        _check_size(path, image.width, image.height)
+        if image.mode in _16_BIT_MODES or image.mode == "F":
+            pixels = np.asarray(image, dtype=np.float32)
+            white = 65535.0 if image.mode != "F" else max(float(np.nanmax(pixels)), 1e-12)
+            return _frame_float(np.repeat((pixels / white)[None], CHANNELS, axis=0), preprocessing)
+        return _frame_rgb(image.convert("RGB"), preprocessing)
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    if min(width, height) < MIN_IMAGE_SIZE:
+        raise ImageReadError(path, f"image is {width}x{height} px; at least {MIN_IMAGE_SIZE} px a side is needed")
+
+
+def _crop_box(width: int, height: int, crop_fraction: float) -> tuple[float, float, float, float]:
+    side = min(width, height) * crop_fraction
+    left, top = (width - side) / 2, (height - side) / 2
+    return (left, top, left + side, top + side)
+
+
+def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
+    size = preprocessing.image_size
+    box = _crop_box(image.width, image.height, preprocessing.crop_fraction)
+    framed = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(framed, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """Crop and resize a (3, H, W) float array in [0, 1], band by band."""
+    size = preprocessing.image_size
+    height, width = bands.shape[1:]
+    box = _crop_box(width, height, preprocessing.crop_fraction)
+    framed = [
+        np.asarray(Image.fromarray(band.astype(np.float32), mode="F").resize(
+            (size, size), Image.Resampling.BILINEAR, box=box))
+        for band in bands
+    ]
+    return np.clip(np.stack(framed), 0.0, 1.0).astype(np.float32)
+
+
+def _read_fits(path: Path, preprocessing: Preprocessing) -> np.ndarray:
+    """Read a single-band image or a 3-band cube and asinh-stretch it to (3, H, W) in [0, 1]."""
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False) as hdus:
+        data = next((hdu.data for hdu in hdus if hdu.data is not None and hdu.data.ndim >= 2), None)
+        if data is None:
+            raise ImageReadError(path, "FITS file has no image data")
+        bands = np.array(data, dtype=np.float32)
+    bands = _as_bands(path, np.squeeze(bands) if bands.ndim > 2 else bands)
+    _check_size(path, bands.shape[2], bands.shape[1])
+    return asinh_stretch(path, bands, preprocessing)
+
+
+def _as_bands(path: Path, data: np.ndarray) -> np.ndarray:
+    if data.ndim == 2:
+        return np.repeat(data[None], CHANNELS, axis=0)
+    if data.ndim == 3 and data.shape[0] == CHANNELS:
+        return data
+    if data.ndim == 3 and data.shape[-1] == CHANNELS:
+        return np.moveaxis(data, -1, 0)
+    raise ImageReadError(path, f"FITS data of shape {data.shape}: expected a 2-D image or a 3-band cube")
+
+
+def asinh_stretch(path: Path, bands: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """Lupton-style colour-preserving asinh stretch of background-subtracted bands.
+
+    NaNs and infinities (masked or missing pixels) are replaced by the band's background.
+    """
+    finite = np.isfinite(bands)
+    if not finite.any():
+        raise ImageReadError(path, "image has no finite pixels")
+    stretched = np.empty_like(bands)
+    noise = []
+    for i, band in enumerate(bands):
+        values = band[finite[i]] if finite[i].any() else np.zeros(1, np.float32)
+        background = np.median(values)
+        noise.append(1.4826 * np.median(np.abs(values - background)))
+        stretched[i] = np.where(finite[i], band - background, 0.0)
+    softening = preprocessing.fits_softening * max(float(np.median(noise)), 1e-12)
+    intensity = np.clip(stretched.mean(axis=0), 0.0, None)
+    scaled = np.arcsinh(intensity / softening)
+    white = max(float(np.percentile(scaled, preprocessing.fits_white_percentile)), 1e-12)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gain = np.where(intensity > 0, scaled / white / intensity, 0.0)
+    return np.clip(stretched * gain, 0.0, 1.0).astype(np.float32)

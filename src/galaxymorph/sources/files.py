@@ -1,0 +1,45 @@
+"""Turn command-line paths (files, folders, catalogs) into a stream of images to classify."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from galaxymorph.catalog import CatalogRow, is_catalog_file, iter_catalog_rows
+from galaxymorph.errors import CatalogError
+from galaxymorph.preprocess import is_image_file
+
+
+def iter_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[CatalogRow]:
+    """Yield one row per image: files as given, folders recursively (sorted), catalogs row by row.
+
+    A path that does not exist is still yielded, so that it gets its own error row downstream; a
+    catalog that cannot be read becomes one row carrying the reason, and the other paths go on.
+    """
+    for path in map(Path, paths):
+        if path.is_dir():
+            yield from _walk_folder(path)
+        elif is_catalog_file(path):
+            try:
+                yield from iter_catalog_rows(path)
+            except CatalogError as exc:
+                yield CatalogRow(_stem(path), path, error=str(exc))
+        else:
+            yield CatalogRow(_stem(path), path)
+
+
+def _walk_folder(folder: Path) -> Iterator[CatalogRow]:
+    for root, directories, files in os.walk(folder):
+        directories.sort()
+        for name in sorted(files):
+            if is_image_file(name):
+                yield CatalogRow(_stem(Path(name)), Path(root) / name)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".fits.gz", ".fit.gz"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem

@@ -1,0 +1,223 @@
+"""The training loop: config, data, model, optimiser, evaluate, schedule, loop, checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from galaxymorph.catalog import read_labelled_catalog
+from galaxymorph.config import BATCH_SIZE, SPLIT_FRACTIONS, SPLIT_SEED, Preprocessing
+from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
+from galaxymorph.metrics import binary_summary
+from galaxymorph.models import GalaxyClassifier, create_model, logits_to_probabilities, save_checkpoint
+from galaxymorph.preprocess.augment import centre_view, symmetry_augment
+from galaxymorph.training.data import choose_classes, decode_catalog, stratified_split, training_preprocessing
+
+
+RECALIBRATION_IMAGES = 1024
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved in the checkpoint's metadata."""
+
+    labels: Path
+    output: Path
+    architecture: str = "galaxynet"
+    classes: str = "binary"
+    epochs: int = 30
+    batch_size: int = BATCH_SIZE
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    class_weight_power: float = 0.5
+    augment: bool = True
+    seed: int = SPLIT_SEED
+    split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
+    max_rows: int | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    progress: bool = True
+    use_cache: bool = True
+
+
+def get_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warm-up, then cosine decay to 1% of the base rate."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def class_weights(targets: np.ndarray, n_classes: int, power: float) -> torch.Tensor:
+    """Weights proportional to count**-power, scaled so that the average sample weighs 1.
+
+    power 0 ignores the imbalance, 1 balances the classes fully; 0.5 is a compromise that keeps
+    probabilities closer to the true class frequencies.
+    """
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
+    weights /= np.sum(weights * counts) / counts.sum()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy for one logit (the seed's sigmoid output), cross-entropy otherwise."""
+    if logits.shape[1] == 1:
+        sample_weights = weights[targets] if weights is not None else None
+        return F.binary_cross_entropy_with_logits(logits[:, 0], targets.float(), weight=sample_weights)
+    return F.cross_entropy(logits, targets, weight=weights)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor]) -> None:
+    """Recompute batch-norm statistics for the current weights as an exact average over `batches`.
+
+    Running averages lag behind fast-changing weights (and start from unit variance, far from the
+    variance of dark sky images), so early evaluations would judge stale statistics.
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average
+    model.train()
+    for batch in batches:
+        model(batch)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    model.eval()
+
+
+@torch.no_grad()
+def estimate_metrics(model: GalaxyClassifier, images: np.ndarray, targets: np.ndarray, *,
+                     output_size: int, batch_size: int) -> dict[str, float]:
+    """Loss, accuracy and, where the classes allow, spiral-vs-elliptical metrics on a held-out set."""
+    model.eval()
+    logits = torch.cat([
+        model(centre_view(torch.from_numpy(images[start:start + batch_size]), output_size))
+        for start in range(0, len(images), batch_size)
+    ])
+    targets_tensor = torch.from_numpy(targets)
+    probabilities = logits_to_probabilities(logits).numpy()
+    metrics = {
+        "loss": float(classification_loss(logits, targets_tensor)),
+        "accuracy": float(np.mean(probabilities.argmax(1) == targets)),
+    }
+    if has_spiral_semantics(model.classes):
+        p_spiral = spiral_probability(probabilities, model.classes)
+        is_spiral = spiral_probability(np.eye(len(model.classes))[targets], model.classes)
+        known = is_spiral != 0.5
+        metrics.update({f"spiral_{k}": v for k, v in binary_summary(p_spiral[known], is_spiral[known] > 0.5).items()})
+    return metrics
+
+
+def selection_score(metrics: dict[str, float]) -> tuple[float, float]:
+    """What 'best checkpoint' means: spiral ROC AUC when defined, accuracy otherwise; ties go to the
+    lower validation loss (a perfect AUC is reached long before the probabilities settle)."""
+    return (metrics.get("spiral_roc_auc", metrics["accuracy"]), -metrics["loss"])
+
+
+def train(config: TrainConfig) -> Path:
+    """Train a model on a labelled catalog and write its best checkpoint; returns the weights path."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    preprocessing = config.preprocessing
+
+    # Data: the split is drawn over all rows by their raw labels, so models trained on different
+    # class schemes of the same catalog share one test set.
+    catalog = read_labelled_catalog(config.labels)
+    if config.max_rows is not None and config.max_rows < len(catalog):
+        keep = np.random.default_rng(config.seed).choice(len(catalog), config.max_rows, replace=False)
+        catalog = catalog.subset(sorted(keep.tolist()))
+    split = stratified_split(catalog.labels, config.split_fractions, config.seed)
+    classes, targets = choose_classes(catalog.labels, config.classes)
+    images, errors = decode_catalog(catalog, training_preprocessing(preprocessing),
+                                    workers=config.workers, use_cache=config.use_cache)
+    unreadable = [e for e in errors if e]
+    if unreadable:
+        warnings.warn(f"{len(unreadable)} unreadable images left out of training, e.g. {unreadable[0]}", stacklevel=2)
+    usable = {name: np.array([i for i in rows if targets[i] is not None and not errors[i]], dtype=np.int64)
+              for name, rows in split.items()}
+    target_array = np.array([t if t is not None else -1 for t in targets], dtype=np.int64)
+    train_rows, val_rows = usable["train"], usable["val"]
+    val_images, val_targets = images[val_rows], target_array[val_rows]
+
+    # Model and optimiser.
+    model = create_model(config.architecture, classes=classes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    weights = class_weights(target_array[train_rows], len(classes), config.class_weight_power)
+    permutation = mirror_permutation(classes)
+    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+
+    recalibration_rows = train_rows[:RECALIBRATION_IMAGES]
+    recalibration_batches = [centre_view(torch.from_numpy(images[recalibration_rows[i:i + config.batch_size]]),
+                                         preprocessing.image_size)
+                             for i in range(0, len(recalibration_rows), config.batch_size)]
+
+    history, best, best_state, step = [], None, None, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        started, losses = time.perf_counter(), []
+        order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
+        batches = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
+                       disable=not config.progress, leave=False)
+        for start in batches:
+            rows = order[start:start + config.batch_size]
+            batch, batch_targets = torch.from_numpy(images[rows]), torch.from_numpy(target_array[rows])
+            if config.augment:
+                batch, batch_targets = symmetry_augment(batch, batch_targets, output_size=preprocessing.image_size,
+                                                        mirror_permutation=permutation, generator=generator)
+            else:
+                batch = centre_view(batch, preprocessing.image_size)
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, total_steps, warmup_steps, config.learning_rate)
+            loss = classification_loss(model(batch), batch_targets, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+        recalibrate_batch_norm(model, recalibration_batches)
+        metrics = estimate_metrics(model, val_images, val_targets, output_size=preprocessing.image_size,
+                                   batch_size=config.batch_size)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - started,
+                  **{f"val_{k}": v for k, v in metrics.items()}}
+        history.append(record)
+        if best is None or selection_score(metrics) > selection_score(best):
+            best, best_state = dict(metrics, epoch=epoch), copy.deepcopy(model.state_dict())
+        if config.progress:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "val_spiral_n"))
+            tqdm.write(f"epoch {epoch}/{config.epochs}: {shown}")
+
+    model.load_state_dict(best_state)
+    ids = catalog.ids
+    return save_checkpoint(
+        model, config.output, architecture=config.architecture, preprocessing=preprocessing,
+        training={
+            "data": config.labels.name if isinstance(config.labels, Path) else str(config.labels),
+            "rows": len(catalog), "unreadable": len(unreadable), "class_scheme": config.classes,
+            "seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
+            "class_weight_power": config.class_weight_power, "augment": config.augment,
+            "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay",
+            "history": history,
+        },
+        split={"seed": config.seed, "fractions": list(config.split_fractions),
+               **{name: [ids[i] for i in rows] for name, rows in split.items()}},
+        metrics={"best_epoch": best["epoch"], "validation": {k: v for k, v in best.items() if k != "epoch"}},
+    )

@@ -1,0 +1,73 @@
+import json
+
+import pyarrow.csv
+import pytest
+from typer.testing import CliRunner
+
+from galaxymorph.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["classify"], ["demo"], ["train"], ["evaluate"], ["models"],
+                                     ["models", "list"], ["models", "show"]])
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_models_show_seed_prints_the_layers_and_a_prediction():
+    result = runner.invoke(app, ["models", "show", "seed"])
+    assert result.exit_code == 0, result.output
+    for name in ("Conv1_Edges", "Conv2_Shapes", "Dense_Decision", "Output_Probability", "(64, 29, 29)"):
+        assert name in result.output
+    assert "total parameters: 822,337" in result.output
+    assert "prediction for a random image: elliptical" in result.output
+
+
+def test_models_list():
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0 and "pretrained  galaxynet" in result.output and "architecture seed" in result.output
+
+
+def test_classify_writes_a_catalog(tmp_path, galaxy_jpeg):
+    output = tmp_path / "morphology.csv"
+    result = runner.invoke(app, ["classify", str(galaxy_jpeg), str(tmp_path / "gone.png"), "-o", str(output),
+                                 "--workers", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "2 rows written" in result.output and "1 could not be classified" in result.output
+    rows = pyarrow.csv.read_csv(output).to_pylist()
+    assert rows[0]["error"] is None and rows[1]["error"].endswith("gone.png: file not found")
+
+
+def test_classify_exit_codes(tmp_path):
+    result = runner.invoke(app, ["classify", str(tmp_path / "gone.png"), "-o", str(tmp_path / "o.csv"), "--workers", "0"])
+    assert result.exit_code == 1
+    result = runner.invoke(app, ["classify", str(tmp_path), "-o", str(tmp_path / "o.csv"), "--model", "nonexistent"])
+    assert result.exit_code == 2 and "no bundled model or checkpoint named 'nonexistent'" in result.output
+
+
+def test_demo_runs_on_embedded_examples(tmp_path):
+    result = runner.invoke(app, ["demo", "-o", str(tmp_path), "--count", "6"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "contact_sheet.png").stat().st_size > 10_000
+    assert len(pyarrow.csv.read_csv(tmp_path / "morphology.csv").to_pylist()) == 6
+
+
+def test_train_and_evaluate_from_the_command_line(tmp_path, synthetic_catalog):
+    checkpoint = tmp_path / "tiny.pt"
+    result = runner.invoke(app, ["train", str(synthetic_catalog), "-o", str(checkpoint), "--arch", "seed",
+                                 "--epochs", "1", "--max-rows", "60", "--workers", "0", "--batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(checkpoint.with_suffix(".json").read_text())["architecture"] == "seed"
+    result = runner.invoke(app, ["evaluate", str(synthetic_catalog), "--model", str(checkpoint), "--split", "val",
+                                 "-o", str(tmp_path / "eval"), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_train_reports_a_bad_catalog(tmp_path):
+    (tmp_path / "labels.csv").write_text("file\na.png\n")
+    result = runner.invoke(app, ["train", str(tmp_path / "labels.csv"), "-o", str(tmp_path / "m.pt")])
+    assert result.exit_code == 2 and "needs a column named 'label' or 'gz1_class'" in result.output
