@@ -44,7 +44,7 @@ def run_job(job: str, folder: Path, workers: int, threads: int | None) -> dict:
     code = f"""
 import json, resource, time
 from pathlib import Path
-from galaxymorph.predict import PredictOptions, classify
+from galaxymorph.prediction import PredictOptions, classify
 from galaxymorph.preprocess.parallel import decode_in_batches
 from galaxymorph.models import load_model
 from galaxymorph.sources import iter_inputs

@@ -38,7 +38,7 @@ def test_classify_writes_a_catalog(tmp_path, galaxy_jpeg):
     assert result.exit_code == 0, result.output
     assert "2 rows written" in result.output and "1 could not be classified" in result.output
     rows = pyarrow.csv.read_csv(output).to_pylist()
-    assert rows[0]["error"] is None and rows[1]["error"].endswith("gone.png: file not found")
+    assert not rows[0]["error"] and rows[1]["error"].endswith("gone.png: file not found")
 
 
 def test_classify_exit_codes(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from galaxymorph import classify, load_model, predict
-from galaxymorph.predict import Classifier, PredictOptions
+from galaxymorph.prediction import Classifier, PredictOptions
 from galaxymorph.sources.synthetic import write_examples
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from galaxymorph import CatalogError
-from galaxymorph.evaluate import evaluate
+from galaxymorph.evaluation import evaluate
 from galaxymorph.training.data import choose_classes, stratified_split
 from galaxymorph.training.train import class_weights, get_lr
 
@@ -53,3 +53,25 @@ def test_class_weights_balance_rare_classes():
     weights = class_weights(np.array([0] * 90 + [1] * 10), 2, power=1.0)
     assert float(weights[1] / weights[0]) == pytest.approx(9.0)
     assert float((weights[0] * 90 + weights[1] * 10) / 100) == pytest.approx(1.0)
+
+
+def test_removing_the_class_weight_prior_restores_true_frequencies():
+    """A model that outputs the weighted-loss optimum gets back the true posterior."""
+    import torch
+
+    from galaxymorph.models import create_model, logits_to_probabilities
+    from galaxymorph.training.train import remove_class_weight_prior
+
+    for classes in (("elliptical", "spiral"), ("a", "b", "c")):
+        model = create_model("galaxynet", classes=classes).eval()
+        weights = torch.tensor([0.5, 2.0, 4.0][: len(classes)])
+        with torch.no_grad():
+            model.output_layer().weight.zero_()
+            true = torch.tensor([0.7, 0.2, 0.1][: len(classes)])
+            true = true / true.sum()
+            weighted = true * weights / (true * weights).sum()
+            logits = torch.log(weighted)
+            model.output_layer().bias.copy_(logits[1:] - logits[:1] if len(classes) == 2 else logits)
+        remove_class_weight_prior(model, weights)
+        probabilities = logits_to_probabilities(model(torch.rand(1, 3, 64, 64)))[0]
+        assert torch.allclose(probabilities, true, atol=1e-5)

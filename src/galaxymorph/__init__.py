@@ -28,9 +28,9 @@ __all__ = [
 def __getattr__(name: str):
     # Heavy libraries (torch, onnxruntime, matplotlib) load only when the API that needs them is used.
     if name in ("classify", "predict"):
-        from galaxymorph import predict as module
+        from galaxymorph import prediction as module
     elif name == "evaluate":
-        from galaxymorph import evaluate as module
+        from galaxymorph import evaluation as module
     elif name == "load_image":
         from galaxymorph import preprocess as module
     elif name == "load_model":

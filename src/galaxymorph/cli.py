@@ -26,7 +26,7 @@ def _fail(error: Exception) -> typer.Exit:
 
 
 def _predict_options(batch_size: int, workers: int | None, backend: str, progress: bool = True):
-    from galaxymorph.predict import PredictOptions, default_workers
+    from galaxymorph.prediction import PredictOptions, default_workers
 
     return PredictOptions(batch_size=batch_size, workers=default_workers() if workers is None else workers,
                           backend=backend, progress=progress)
@@ -44,7 +44,7 @@ def classify(
 ) -> None:
     """Classify images and write one row per image: id, file, label, p_spiral, error."""
     from galaxymorph.errors import GalaxyMorphError
-    from galaxymorph.predict import classify as run_classify
+    from galaxymorph.prediction import classify as run_classify
 
     try:
         summary = run_classify(paths, output, model=model, options=_predict_options(batch_size, workers, backend, progress))
@@ -90,7 +90,7 @@ def train(
 ) -> None:
     """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
     from galaxymorph.errors import GalaxyMorphError
-    from galaxymorph.predict import default_workers
+    from galaxymorph.prediction import default_workers
     from galaxymorph.training import TrainConfig, train as run_train
 
     config = TrainConfig(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
@@ -115,7 +115,7 @@ def evaluate(
 ) -> None:
     """Accuracy, ROC AUC, per-class precision/recall, confusion matrix and calibration error."""
     from galaxymorph.errors import GalaxyMorphError
-    from galaxymorph.evaluate import evaluate as run_evaluate
+    from galaxymorph.evaluation import evaluate as run_evaluate
 
     try:
         metrics = run_evaluate(labels, output_dir, model=model, split=split,

@@ -12,7 +12,7 @@ from PIL import Image
 from galaxymorph.config import DEFAULT_MODEL
 from galaxymorph.models import LoadedModel
 from galaxymorph.outputs.plots import contact_sheet
-from galaxymorph.predict import ClassifySummary, PredictOptions, classify
+from galaxymorph.prediction import ClassifySummary, PredictOptions, classify
 from galaxymorph.sources.synthetic import write_examples
 
 

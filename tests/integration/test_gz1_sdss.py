@@ -5,9 +5,9 @@ These use the validation split: the test split is reserved for the figures in MO
 
 import pytest
 
-from galaxymorph.evaluate import evaluate
+from galaxymorph.evaluation import evaluate
 from galaxymorph.models import load_model
-from galaxymorph.predict import PredictOptions
+from galaxymorph.prediction import PredictOptions
 
 pytestmark = pytest.mark.data
 

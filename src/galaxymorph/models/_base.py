@@ -32,6 +32,10 @@ class GalaxyClassifier(nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def output_layer(self) -> nn.Linear:
+        """The final linear layer, whose outputs are the logits."""
+        raise NotImplementedError
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(images))
 

@@ -46,6 +46,9 @@ class GalaxyNet(GalaxyClassifier):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(torch.flatten(self.pool(features), 1)))
 
+    def output_layer(self) -> nn.Linear:
+        return self.classifier
+
 
 @register_model
 def galaxynet(*, classes: Sequence[str] = GZ1_CLASSES, **kwargs) -> GalaxyNet:

@@ -42,6 +42,9 @@ class SeedCNN(GalaxyClassifier):
         decision = F.relu(self.Dense_Decision(self.Flatten(self.Pool2(features))))
         return self.Output_Probability(decision)
 
+    def output_layer(self) -> nn.Linear:
+        return self.Output_Probability
+
 
 @register_model
 def seed(*, classes: Sequence[str] = BINARY_CLASSES, **kwargs) -> SeedCNN:

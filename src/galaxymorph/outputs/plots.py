@@ -21,7 +21,7 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str], path: s
     """A grid of (H, W, 3) images with a caption under each, saved as PNG."""
     plt = _pyplot()
     rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.25 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.5 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, caption in zip(axes.flat, images, captions):

@@ -118,7 +118,7 @@ def _read_fits(path: Path, preprocessing: Preprocessing) -> np.ndarray:
         bands = np.array(data, dtype=np.float32)
     bands = _as_bands(path, np.squeeze(bands) if bands.ndim > 2 else bands)
     _check_size(path, bands.shape[2], bands.shape[1])
-    return asinh_stretch(path, bands, preprocessing)
+    return _asinh_stretch(path, bands, preprocessing)
 
 
 def _as_bands(path: Path, data: np.ndarray) -> np.ndarray:
@@ -131,7 +131,7 @@ def _as_bands(path: Path, data: np.ndarray) -> np.ndarray:
     raise ImageReadError(path, f"FITS data of shape {data.shape}: expected a 2-D image or a 3-band cube")
 
 
-def asinh_stretch(path: Path, bands: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+def _asinh_stretch(path: Path, bands: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """Lupton-style colour-preserving asinh stretch of background-subtracted bands.
 
     NaNs and infinities (masked or missing pixels) are replaced by the band's background.

@@ -80,6 +80,19 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor, weights: to
 
 
 @torch.no_grad()
+def remove_class_weight_prior(model: GalaxyClassifier, weights: torch.Tensor) -> None:
+    """Shift the output bias so that probabilities follow the true class frequencies again.
+
+    A loss weighted by w_c learns logits raised by log w_c; subtracting it afterwards keeps what the
+    weighting taught the features about rare classes without its bias (logit adjustment, Menon et
+    al. 2021, ICLR).
+    """
+    log_weights = torch.log(weights)
+    bias = model.output_layer().bias
+    bias -= (log_weights[1] - log_weights[0]) if bias.numel() == 1 else log_weights
+
+
+@torch.no_grad()
 def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor]) -> None:
     """Recompute batch-norm statistics for the current weights as an exact average over `batches`.
 
@@ -205,6 +218,9 @@ def train(config: TrainConfig) -> Path:
             tqdm.write(f"epoch {epoch}/{config.epochs}: {shown}")
 
     model.load_state_dict(best_state)
+    remove_class_weight_prior(model, weights)
+    final = estimate_metrics(model, val_images, val_targets, output_size=preprocessing.image_size,
+                             batch_size=config.batch_size)
     ids = catalog.ids
     return save_checkpoint(
         model, config.output, architecture=config.architecture, preprocessing=preprocessing,
@@ -213,11 +229,12 @@ def train(config: TrainConfig) -> Path:
             "rows": len(catalog), "unreadable": len(unreadable), "class_scheme": config.classes,
             "seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
             "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
-            "class_weight_power": config.class_weight_power, "augment": config.augment,
+            "class_weight_power": config.class_weight_power, "class_weights": weights.tolist(),
+            "class_weight_prior_removed": True, "augment": config.augment,
             "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay",
             "history": history,
         },
         split={"seed": config.seed, "fractions": list(config.split_fractions),
                **{name: [ids[i] for i in rows] for name, rows in split.items()}},
-        metrics={"best_epoch": best["epoch"], "validation": {k: v for k, v in best.items() if k != "epoch"}},
+        metrics={"best_epoch": best["epoch"], "validation": final},
     )

@@ -21,7 +21,7 @@ from galaxymorph.metrics import (
 )
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs import plots
-from galaxymorph.predict import PredictOptions, predict
+from galaxymorph.prediction import PredictOptions, predict
 
 SPLITS = ("test", "val", "train", "all")
 

@@ -1,0 +1,48 @@
+"""Spiral-vs-elliptical figures of the bundled models on a split of gz1-sdss, side by side.
+
+Usage: python benchmarks/accuracy.py [--split test] [--labels ../shared/data/gz1-sdss/labels.csv]
+
+The test split is the one saved in the bundled checkpoints (never used for training or selection);
+run it once for the final figures and use --split val for anything that informs a choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from galaxymorph.evaluation import evaluate
+from galaxymorph.prediction import PredictOptions
+
+DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz1-sdss" / "labels.csv"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", default="test", choices=["test", "val", "train", "all"])
+    parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
+    parser.add_argument("--models", nargs="+", default=["galaxynet", "seed"])
+    args = parser.parse_args()
+    print(f"# accuracy on gz1-sdss {args.split} split, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+          f"{os.cpu_count()} cores")
+    print("| model | galaxies | accuracy | ROC AUC | ECE | elliptical P/R | spiral P/R | GZ1-class accuracy |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.models:
+            metrics = evaluate(args.labels, Path(scratch) / name, model=name, split=args.split,
+                               options=PredictOptions(workers=os.cpu_count() or 1))
+            binary = metrics["spiral_vs_elliptical"]
+            per_class = binary["per_class"]
+            fine = metrics.get("classes", {}).get("accuracy")
+            print(f"| {name} | {binary['n']} | {binary['accuracy']:.4f} | {binary['roc_auc']:.4f} | {binary['ece']:.4f} "
+                  f"| {per_class['elliptical']['precision']:.3f}/{per_class['elliptical']['recall']:.3f} "
+                  f"| {per_class['spiral']['precision']:.3f}/{per_class['spiral']['recall']:.3f} "
+                  f"| {'-' if fine is None else f'{fine:.4f}'} |")
+
+
+if __name__ == "__main__":
+    main()
