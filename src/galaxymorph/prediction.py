@@ -153,12 +153,12 @@ def _as_rows(inputs: Iterable[str | os.PathLike | CatalogRow]) -> Iterator[Catal
 
 
 def _resolve_backend(backend: str) -> str:
-    if backend in ("auto", "onnx"):
+    """'auto' means ONNX Runtime when it and the exporter's onnx package are installed, else torch."""
+    if backend == "auto":
         try:
+            import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError:
-            if backend == "onnx":
-                raise
             return "torch"
         return "onnx"
     return backend
