@@ -39,7 +39,7 @@ def make_folder(folder: Path, count: int) -> Path:
     return folder
 
 
-def run_job(job: str, folder: Path, workers: int, threads: int | None) -> dict:
+def run_job(job: str, folder: Path, workers: int, threads: int | None, tta: bool = False) -> dict:
     """Run one measurement in a fresh process, so that its peak memory is its own."""
     code = f"""
 import json, resource, time
@@ -58,7 +58,7 @@ if {job!r} == "decode":
         count += len(items)
 else:
     count = classify([folder], folder.parent / "out.parquet", model=loaded,
-                     options=PredictOptions(workers=workers, threads=threads)).rows
+                     options=PredictOptions(workers=workers, threads=threads, tta={tta!r})).rows
 seconds = time.perf_counter() - started
 print(json.dumps({{"images": count, "seconds": seconds,
                   "peak_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5000, help="images in the throughput run")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="decoding processes")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the back-end's)")
+    parser.add_argument("--tta", action="store_true", help="also time classify with test-time augmentation")
     parser.add_argument("--memory-sizes", type=int, nargs=2, default=[1000, 20000], help="job sizes for peak memory")
     args = parser.parse_args()
 
@@ -88,6 +89,10 @@ def main() -> None:
         print(f"{args.images} images, {args.workers} decoding processes, inference threads {args.threads or 'default'}")
         print(f"decode alone : {decode['images_per_s']:8.0f} images/s")
         print(f"classify     : {classify['images_per_s']:8.0f} images/s  ({ratio:.2f} of decode alone; goal >= 0.60)")
+        if args.tta:
+            augmented = run_job("classify", folder, args.workers, args.threads, tta=True)
+            print(f"classify+TTA : {augmented['images_per_s']:8.0f} images/s  "
+                  f"({augmented['images_per_s'] / decode['images_per_s']:.2f} of decode alone)")
         peaks = {}
         for size in args.memory_sizes:
             result = run_job("classify", make_folder(Path(scratch) / f"memory-{size}", size), args.workers, args.threads)

@@ -9,7 +9,7 @@ from galaxymorph.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["classify"], ["demo"], ["train"], ["evaluate"], ["models"],
+@pytest.mark.parametrize("command", [[], ["classify"], ["demo"], ["train"], ["evaluate"], ["calibrate"], ["models"],
                                      ["models", "list"], ["models", "show"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
@@ -71,3 +71,15 @@ def test_train_reports_a_bad_catalog(tmp_path):
     (tmp_path / "labels.csv").write_text("file\na.png\n")
     result = runner.invoke(app, ["train", str(tmp_path / "labels.csv"), "-o", str(tmp_path / "m.pt")])
     assert result.exit_code == 2 and "needs a column named 'label' or 'gz1_class'" in result.output
+
+
+def test_calibrate_from_the_command_line(tmp_path, trained_checkpoint, synthetic_catalog):
+    import shutil
+
+    for suffix in (".pt", ".json"):
+        shutil.copy(trained_checkpoint.with_suffix(suffix), tmp_path / f"model{suffix}")
+    result = runner.invoke(app, ["calibrate", str(tmp_path / "model.pt"), str(synthetic_catalog), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "temperature" in result.output and "ECE" in result.output
+    result = runner.invoke(app, ["calibrate", str(tmp_path / "model.pt"), str(synthetic_catalog), "--split", "test"])
+    assert result.exit_code == 2 and "kept for final figures" in result.output

@@ -57,8 +57,8 @@ def test_predict_streams_batches_in_input_order(tmp_path, trained_checkpoint):
 def test_onnx_and_torch_back_ends_agree(trained_checkpoint):
     loaded = load_model(trained_checkpoint)
     images = np.random.default_rng(0).uniform(size=(5, 3, 64, 64)).astype(np.float32)
-    onnx = Classifier(loaded, backend="onnx").probabilities(images)
-    torch = Classifier(loaded, backend="torch").probabilities(images)
+    onnx, _ = Classifier(loaded, backend="onnx").probabilities(images)
+    torch, _ = Classifier(loaded, backend="torch").probabilities(images)
     np.testing.assert_allclose(onnx, torch, atol=1e-5)
 
 
@@ -66,7 +66,7 @@ def test_fine_classes_get_their_own_columns(tmp_path, galaxy_jpeg):
     rows = next(predict([galaxy_jpeg], "galaxynet", options=PredictOptions(workers=0)))
     row = rows[0]
     assert row["class"] in load_model("galaxynet").classes
-    fine = {k: v for k, v in row.items() if k.startswith("p_") and k != "p_spiral"}
+    fine = {k: v for k, v in row.items() if k.startswith("p_") and k not in ("p_spiral", "p_spiral_std")}
     assert len(fine) == 6 and sum(fine.values()) == pytest.approx(1.0)
 
 
@@ -75,3 +75,33 @@ def test_bad_options_are_refused(tmp_path):
         PredictOptions(backend="tpu")
     with pytest.raises(ValueError, match="output must end in .csv or .parquet"):
         classify([tmp_path], tmp_path / "out.txt")
+
+
+def test_test_time_augmentation_gives_the_same_answer_for_rotated_galaxies(tmp_path):
+    """With TTA on, a galaxy and its 90-degree rotations get identical predictions (to 1e-4)."""
+    path = write_examples(tmp_path, 2, seed=8, suffix=".png")[1][0]
+    original = np.asarray(Image.open(path))
+    paths = [path]
+    for turns in (1, 2, 3):
+        rotated = tmp_path / f"rotated-{turns}.png"
+        Image.fromarray(np.ascontiguousarray(np.rot90(original, turns))).save(rotated)
+        paths.append(rotated)
+    rows = next(predict(paths, "galaxynet", options=PredictOptions(workers=0, tta=True)))
+    for row in rows[1:]:
+        for column in ("p_spiral", "p_spiral_std", "p_elliptical", "p_edge_on_disk", "p_merger"):
+            assert row[column] == pytest.approx(rows[0][column], abs=1e-4)
+    assert rows[0]["p_spiral_std"] >= 0.0
+    plain = next(predict(paths, "galaxynet", options=PredictOptions(workers=0)))
+    assert np.isnan(plain[0]["p_spiral_std"])
+    columns = [c for c in plain[0] if c.startswith("p_") and c != "p_spiral_std"]
+    assert max(abs(row[c] - plain[0][c]) for row in plain for c in columns) > 1e-4  # without TTA they differ
+
+
+def test_confident_flag_follows_the_documented_threshold(tmp_path, trained_checkpoint):
+    from galaxymorph.config import CONFIDENT_MARGIN
+
+    paths = [path for path, _ in write_examples(tmp_path, 6, seed=9)]
+    rows = next(predict(paths, trained_checkpoint, options=PredictOptions(workers=0, tta=True)))
+    for row in rows:
+        expected = abs(row["p_spiral"] - 0.5) >= CONFIDENT_MARGIN and row["p_spiral_std"] <= 0.1
+        assert row["confident"] == expected

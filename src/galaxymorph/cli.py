@@ -18,6 +18,7 @@ ModelOption = Annotated[str, typer.Option("--model", "-m", help="Bundled model n
 BatchOption = Annotated[int, typer.Option(help="Images per inference batch.")]
 WorkersOption = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
 BackendOption = Annotated[str, typer.Option(help="Inference back-end: auto, onnx or torch.")]
+TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average over the 8 rotations and mirror images of each galaxy (8x the inference cost); fills p_spiral_std.")]
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -25,11 +26,11 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _predict_options(batch_size: int, workers: int | None, backend: str, progress: bool = True):
+def _predict_options(batch_size: int, workers: int | None, backend: str, tta: bool = False, progress: bool = True):
     from galaxymorph.prediction import PredictOptions, default_workers
 
     return PredictOptions(batch_size=batch_size, workers=default_workers() if workers is None else workers,
-                          backend=backend, progress=progress)
+                          backend=backend, tta=tta, progress=progress)
 
 
 @app.command()
@@ -40,14 +41,15 @@ def classify(
     batch_size: BatchOption = BATCH_SIZE,
     workers: WorkersOption = None,
     backend: BackendOption = "auto",
+    tta: TtaOption = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Classify images and write one row per image: id, file, label, p_spiral, error."""
+    """Classify images and write one row per image: id, file, label, p_spiral, p_spiral_std, confident, error."""
     from galaxymorph.errors import GalaxyMorphError
     from galaxymorph.prediction import classify as run_classify
 
     try:
-        summary = run_classify(paths, output, model=model, options=_predict_options(batch_size, workers, backend, progress))
+        summary = run_classify(paths, output, model=model, options=_predict_options(batch_size, workers, backend, tta, progress))
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
     typer.echo(f"{summary.rows} rows written to {summary.output}; {summary.failed} could not be classified"
@@ -112,6 +114,7 @@ def evaluate(
     batch_size: BatchOption = BATCH_SIZE,
     workers: WorkersOption = None,
     backend: BackendOption = "auto",
+    tta: TtaOption = False,
 ) -> None:
     """Accuracy, ROC AUC, per-class precision/recall, confusion matrix and calibration error."""
     from galaxymorph.errors import GalaxyMorphError
@@ -119,12 +122,35 @@ def evaluate(
 
     try:
         metrics = run_evaluate(labels, output_dir, model=model, split=split,
-                               options=_predict_options(batch_size, workers, backend, progress=False))
+                               options=_predict_options(batch_size, workers, backend, tta, progress=False))
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
     binary = metrics["spiral_vs_elliptical"]
     typer.echo(f"{metrics['model']} on {split} ({binary['n']} spiral/elliptical galaxies): accuracy {binary['accuracy']:.4f}, "
                f"ROC AUC {binary['roc_auc']:.4f}, ECE {binary['ece']:.4f}\nwritten to {output_dir}")
+
+
+@app.command()
+def calibrate(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to calibrate (its .json metadata is updated).")],
+    labels: Annotated[Path, typer.Argument(help="The labelled catalog the checkpoint was trained on.")],
+    split: Annotated[str, typer.Option(help="Split to fit the temperature on (never the test split).")] = "val",
+    workers: WorkersOption = None,
+) -> None:
+    """Fit a temperature on the validation split so that p_spiral is honest, and store it in the checkpoint."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.training.calibration import calibrate as run_calibrate
+
+    if split == "test":
+        raise _fail(ValueError("the test split is kept for final figures; calibrate on 'val'"))
+    try:
+        result = run_calibrate(checkpoint, labels, split=split,
+                               options=_predict_options(BATCH_SIZE, workers, "auto", progress=False))
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"temperature {result['temperature']:.3f} on {result['galaxies']} {split} galaxies: "
+               f"ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}, "
+               f"NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}")
 
 
 @models_app.command("list")

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from galaxymorph.catalog import CatalogRow
-from galaxymorph.config import BATCH_SIZE, DEFAULT_MODEL
-from galaxymorph.labels import has_spiral_semantics, spiral_probability
+from galaxymorph.config import BATCH_SIZE, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, DEFAULT_MODEL
+from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs.catalog_writer import CatalogWriter, check_output_path
 from galaxymorph.preprocess.parallel import decode_in_batches
@@ -34,12 +34,14 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """How prediction runs: batch size, decoding processes, inference back-end and threads."""
+    """How prediction runs: batch size, decoding processes, inference back-end and threads, and
+    test-time augmentation (`tta`: average over the 8 rotations and mirror images of each input)."""
 
     batch_size: int = BATCH_SIZE
     workers: int = field(default_factory=default_workers)
     backend: str = "auto"
     threads: int | None = None
+    tta: bool = False
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -52,9 +54,12 @@ class PredictOptions:
 class Classifier:
     """A loaded model behind an inference back-end: ONNX Runtime when installed, else torch."""
 
-    def __init__(self, loaded: LoadedModel, *, backend: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, *, backend: str = "auto", threads: int | None = None,
+                 tta: bool = False) -> None:
         self.loaded = loaded
         self.classes = loaded.classes
+        self.temperature = float(loaded.metadata.get("calibration", {}).get("temperature", 1.0))
+        self.tta = tta
         self.backend = _resolve_backend(backend)
         if self.backend == "onnx":
             self._session = _onnx_session(loaded, threads)
@@ -63,8 +68,21 @@ class Classifier:
 
             torch.set_num_threads(threads)
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, K) for model inputs (N, 3, S, S) in [0, 1]."""
+    def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (N, K) for model inputs (N, 3, S, S) in [0, 1], and the spread (N,)
+        of p_spiral over the test-time views (NaN without test-time augmentation)."""
+        if not self.tta:
+            return self._probabilities(images), np.full(len(images), np.nan)
+        from galaxymorph.preprocess.augment import MIRRORED_VIEWS, SYMMETRY_VIEWS, symmetry_views
+
+        views = self._probabilities(symmetry_views(images)).reshape(SYMMETRY_VIEWS, len(images), -1)
+        views[MIRRORED_VIEWS] = views[MIRRORED_VIEWS][..., mirror_permutation(self.classes)]
+        spread = np.full(len(images), np.nan)
+        if has_spiral_semantics(self.classes):
+            spread = np.stack([spiral_probability(view, self.classes) for view in views]).std(axis=0)
+        return views.mean(axis=0), spread
+
+    def _probabilities(self, images: np.ndarray) -> np.ndarray:
         import torch
 
         from galaxymorph.models import logits_to_probabilities
@@ -75,25 +93,23 @@ class Classifier:
                 logits = torch.from_numpy(self._session.run(None, inputs)[0])
             else:
                 logits = self.loaded.model(torch.from_numpy(images))
-            return logits_to_probabilities(logits.double()).numpy()
-
-    def columns(self) -> list[str]:
-        """Output columns, in order."""
-        fine = ["class", *[f"p_{name}" for name in self.classes]] if len(self.classes) > 2 else []
-        return ["id", "file", "label", "p_spiral", *fine, "error"]
+            return logits_to_probabilities(logits.double() / self.temperature).numpy()
 
     def rows(self, items: list[CatalogRow], images: np.ndarray, errors: list[str]) -> list[dict]:
         """One output row per item; failed items keep their reason and empty probabilities."""
         errors = [item.error or error for item, error in zip(items, errors)]
         good = np.array([not error for error in errors], dtype=bool)
         probabilities = np.full((len(items), len(self.classes)), np.nan)
+        spread = np.full(len(items), np.nan)
         if good.any():
-            probabilities[good] = self.probabilities(images[good])
+            probabilities[good], spread[good] = self.probabilities(images[good])
         spiral = has_spiral_semantics(self.classes)
         p_spiral = spiral_probability(probabilities, self.classes) if spiral else np.full(len(items), np.nan)
+        confident = (np.abs(p_spiral - 0.5) >= CONFIDENT_MARGIN) & ~(spread > CONFIDENT_MAX_STD)
         rows = []
         for i, (item, error) in enumerate(zip(items, errors)):
-            row = {"id": item.id, "file": str(item.file), "label": "", "p_spiral": float(p_spiral[i])}
+            row = {"id": item.id, "file": str(item.file), "label": "", "p_spiral": float(p_spiral[i]),
+                   "p_spiral_std": float(spread[i]), "confident": bool(confident[i])}
             if not error:
                 predicted = self.classes[int(np.argmax(probabilities[i]))]
                 row["label"] = ("spiral" if p_spiral[i] >= 0.5 else "elliptical") if spiral else predicted
@@ -113,7 +129,7 @@ def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.Pa
     a checkpoint path or an already loaded model.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    classifier = Classifier(loaded, backend=options.backend, threads=options.threads)
+    classifier = Classifier(loaded, backend=options.backend, threads=options.threads, tta=options.tta)
     rows = _as_rows(inputs)
     for items, images, errors in decode_in_batches(
             rows, loaded.preprocessing, file_of=lambda row: None if row.error else row.file,

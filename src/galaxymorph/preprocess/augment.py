@@ -46,6 +46,22 @@ def centre_view(images: torch.Tensor, output_size: int) -> torch.Tensor:
     return _resample(images, theta, output_size)
 
 
+SYMMETRY_VIEWS = 8
+MIRRORED_VIEWS = slice(4, 8)
+"""Of the stacked symmetry views, these are mirror images (their winding labels are swapped)."""
+
+
+def symmetry_views(images: np.ndarray) -> np.ndarray:
+    """The 8 symmetries of a square image batch (N, C, S, S), stacked view-major into (8 N, C, S, S).
+
+    Rotations by 0, 90, 180 and 270 degrees, then the same four mirrored. The set of views of a
+    rotated galaxy is the set of views of the galaxy, so averaging over them gives identical
+    predictions for a galaxy and its 90-degree rotations.
+    """
+    rotations = [np.rot90(images, k, axes=(2, 3)) for k in range(4)]
+    return np.ascontiguousarray(np.concatenate(rotations + [view[..., ::-1] for view in rotations]))
+
+
 def mirror(images: torch.Tensor) -> torch.Tensor:
     """Left-right mirror image of a batch (N, C, H, W)."""
     return torch.flip(images, dims=[-1])

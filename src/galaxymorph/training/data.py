@@ -17,6 +17,8 @@ from galaxymorph.labels import BINARY_CLASSES, GZ1_CLASSES, binary_label
 from galaxymorph.preprocess.parallel import decode_in_batches
 
 CLASS_SCHEMES = ("binary", "gz1", "labels")
+DECODED_CACHE_VERSION = 2
+"""Bump when decoding changes, so that cached training sets are decoded again."""
 AUGMENTATION_MARGIN = 1.5
 """Training images are decoded this much wider than the model input, so rotations have no corners."""
 
@@ -71,7 +73,8 @@ def training_preprocessing(preprocessing: Preprocessing) -> Preprocessing:
 def decode_catalog(catalog: LabelledCatalog, preprocessing: Preprocessing, *, workers: int,
                    use_cache: bool = True) -> tuple[np.ndarray, list[str]]:
     """All images of a catalog as uint8 (N, 3, S, S), cached on disk by content of the request."""
-    key = hashlib.sha1(json.dumps([[str(f) for f in catalog.files], preprocessing.to_dict()]).encode()).hexdigest()
+    request = [DECODED_CACHE_VERSION, [str(f) for f in catalog.files], preprocessing.to_dict()]
+    key = hashlib.sha1(json.dumps(request).encode()).hexdigest()
     cached = cache_dir() / f"decoded-{key[:16]}.npz"
     if use_cache and cached.is_file():
         with np.load(cached) as stored:
