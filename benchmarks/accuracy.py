@@ -26,19 +26,20 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=["test", "val", "train", "all"])
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
     parser.add_argument("--models", nargs="+", default=["galaxynet", "seed"])
+    parser.add_argument("--tta", action="store_true", help="also evaluate with test-time augmentation")
     args = parser.parse_args()
     print(f"# accuracy on gz1-sdss {args.split} split, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
           f"{os.cpu_count()} cores")
     print("| model | galaxies | accuracy | ROC AUC | ECE | elliptical P/R | spiral P/R | GZ1-class accuracy |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
-        for name in args.models:
-            metrics = evaluate(args.labels, Path(scratch) / name, model=name, split=args.split,
-                               options=PredictOptions(workers=os.cpu_count() or 1))
+        for name, tta in [(name, tta) for name in args.models for tta in ([False, True] if args.tta else [False])]:
+            metrics = evaluate(args.labels, Path(scratch) / f"{name}-{tta}", model=name, split=args.split,
+                               options=PredictOptions(workers=os.cpu_count() or 1, tta=tta))
             binary = metrics["spiral_vs_elliptical"]
             per_class = binary["per_class"]
             fine = metrics.get("classes", {}).get("accuracy")
-            print(f"| {name} | {binary['n']} | {binary['accuracy']:.4f} | {binary['roc_auc']:.4f} | {binary['ece']:.4f} "
+            print(f"| {name}{' + TTA' if tta else ''} | {binary['n']} | {binary['accuracy']:.4f} | {binary['roc_auc']:.4f} | {binary['ece']:.4f} "
                   f"| {per_class['elliptical']['precision']:.3f}/{per_class['elliptical']['recall']:.3f} "
                   f"| {per_class['spiral']['precision']:.3f}/{per_class['spiral']['recall']:.3f} "
                   f"| {'-' if fine is None else f'{fine:.4f}'} |")
