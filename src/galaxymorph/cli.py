@@ -106,6 +106,35 @@ def train(
 
 
 @app.command()
+def finetune(
+    from_model: Annotated[str, typer.Option("--from", help="Pretrained model: bundled name or checkpoint path.")] = DEFAULT_MODEL,
+    labels: Annotated[Path, typer.Option(help="Labelled catalog of the new task (file,label).")] = ...,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint path (NAME.pt and NAME.json are written).")] = Path("runs/finetuned.pt"),
+    classes: Annotated[str, typer.Option(help="Class scheme: labels (as given), binary or gz1.")] = "labels",
+    epochs: Annotated[int, typer.Option(help="Training epochs in all.")] = 30,
+    freeze_epochs: Annotated[int, typer.Option(help="Epochs that train the new output layer alone.")] = 10,
+    unfrozen_blocks: Annotated[int, typer.Option(help="Feature blocks, counted from the output, that train after those epochs.")] = 2,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
+    batch_size: BatchOption = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and augmentation.")] = SPLIT_SEED,
+    workers: WorkersOption = None,
+) -> None:
+    """Adapt a pretrained model to a new label set: new output layer, frozen then partly unfrozen backbone."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.prediction import default_workers
+    from galaxymorph.training import TrainConfig, train as run_train
+
+    config = TrainConfig(labels=labels, output=output, classes=classes, epochs=epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, seed=seed, init_from=from_model, freeze_epochs=freeze_epochs,
+                         unfrozen_blocks=unfrozen_blocks, workers=default_workers() if workers is None else workers)
+    try:
+        weights = run_train(config)
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"checkpoint written: {weights} (+ {weights.with_suffix('.json').name})")
+
+
+@app.command()
 def evaluate(
     labels: Annotated[Path, typer.Argument(help="Labelled catalog (gz1-sdss labels.csv or file,label).")],
     model: ModelOption = DEFAULT_MODEL,
@@ -125,9 +154,14 @@ def evaluate(
                                options=_predict_options(batch_size, workers, backend, tta, progress=False))
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
-    binary = metrics["spiral_vs_elliptical"]
-    typer.echo(f"{metrics['model']} on {split} ({binary['n']} spiral/elliptical galaxies): accuracy {binary['accuracy']:.4f}, "
-               f"ROC AUC {binary['roc_auc']:.4f}, ECE {binary['ece']:.4f}\nwritten to {output_dir}")
+    if "spiral_vs_elliptical" in metrics:
+        binary = metrics["spiral_vs_elliptical"]
+        typer.echo(f"{metrics['model']} on {split} ({binary['n']} spiral/elliptical galaxies): accuracy {binary['accuracy']:.4f}, "
+                   f"ROC AUC {binary['roc_auc']:.4f}, ECE {binary['ece']:.4f}")
+    if "classes" in metrics:
+        typer.echo(f"{metrics['model']} on {split}, {len(metrics['classes']['labels'])} classes: "
+                   f"accuracy {metrics['classes']['accuracy']:.4f}")
+    typer.echo(f"written to {output_dir}")
 
 
 @app.command()

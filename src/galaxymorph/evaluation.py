@@ -11,7 +11,7 @@ import numpy as np
 from galaxymorph.catalog import CatalogRow, read_labelled_catalog
 from galaxymorph.config import DEFAULT_MODEL
 from galaxymorph.errors import CatalogError
-from galaxymorph.labels import binary_label
+from galaxymorph.labels import BINARY_CLASSES, binary_label, has_spiral_semantics
 from galaxymorph.metrics import (
     binary_summary,
     calibration_bins,
@@ -31,8 +31,8 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
              options: PredictOptions = PredictOptions()) -> dict:
     """Classify the rows of `split` (from the model's saved split) and write metrics and figures.
 
-    Returns the metrics; `output_dir` receives metrics.json, predictions.csv, roc.png,
-    reliability.png and confusion.png.
+    Returns the metrics; `output_dir` receives metrics.json, predictions.csv and confusion.png, and
+    for models that tell spirals from ellipticals roc.png and reliability.png.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -49,25 +49,26 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
     with CatalogWriter(output_dir / "predictions.csv") as writer:
         writer.write([dict(row, true_label=truth[row["id"]]) for row in rows])
 
-    scored = [row for row in rows if not row["error"] and binary_label(truth[row["id"]])]
-    p_spiral = np.array([row["p_spiral"] for row in scored])
-    is_spiral = np.array([binary_label(truth[row["id"]]) == "spiral" for row in scored])
-    binary_matrix = confusion_matrix(is_spiral.astype(int), (p_spiral >= 0.5).astype(int), 2)
     metrics = {
         "model": loaded.name, "data": str(labels), "split": split,
         "rows": len(rows), "unreadable": sum(1 for row in rows if row["error"]),
-        "spiral_vs_elliptical": {
-            **binary_summary(p_spiral, is_spiral),
-            "per_class": per_class_precision_recall(binary_matrix, ["elliptical", "spiral"]),
-            "confusion_matrix": binary_matrix.tolist(),
-        },
     }
-    fpr, tpr = roc_curve(p_spiral, is_spiral)
-    plots.roc_plot({loaded.name: (fpr, tpr, metrics["spiral_vs_elliptical"]["roc_auc"])}, output_dir / "roc.png")
-    plots.reliability_plot(*calibration_bins(p_spiral, is_spiral), metrics["spiral_vs_elliptical"]["ece"],
-                           output_dir / "reliability.png")
-    classes, matrix = ["elliptical", "spiral"], binary_matrix
-    if len(loaded.classes) > 2:
+    if has_spiral_semantics(loaded.classes):
+        scored = [row for row in rows if not row["error"] and binary_label(truth[row["id"]])]
+        p_spiral = np.array([row["p_spiral"] for row in scored])
+        is_spiral = np.array([binary_label(truth[row["id"]]) == "spiral" for row in scored])
+        classes = list(BINARY_CLASSES)
+        matrix = confusion_matrix(is_spiral.astype(int), (p_spiral >= 0.5).astype(int), 2)
+        metrics["spiral_vs_elliptical"] = {
+            **binary_summary(p_spiral, is_spiral),
+            "per_class": per_class_precision_recall(matrix, classes),
+            "confusion_matrix": matrix.tolist(),
+        }
+        fpr, tpr = roc_curve(p_spiral, is_spiral)
+        plots.roc_plot({loaded.name: (fpr, tpr, metrics["spiral_vs_elliptical"]["roc_auc"])}, output_dir / "roc.png")
+        plots.reliability_plot(*calibration_bins(p_spiral, is_spiral), metrics["spiral_vs_elliptical"]["ece"],
+                               output_dir / "reliability.png")
+    if loaded.classes != BINARY_CLASSES:
         fine = [row for row in rows if not row["error"] and truth[row["id"]] in loaded.classes]
         classes = list(loaded.classes)
         true_index = [classes.index(truth[row["id"]]) for row in fine]

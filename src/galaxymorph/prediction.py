@@ -18,7 +18,7 @@ import numpy as np
 
 from galaxymorph.catalog import CatalogRow
 from galaxymorph.config import BATCH_SIZE, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, DEFAULT_MODEL
-from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
+from galaxymorph.labels import BINARY_CLASSES, has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs.catalog_writer import CatalogWriter, check_output_path
 from galaxymorph.preprocess.parallel import decode_in_batches
@@ -113,7 +113,7 @@ class Classifier:
             if not error:
                 predicted = self.classes[int(np.argmax(probabilities[i]))]
                 row["label"] = ("spiral" if p_spiral[i] >= 0.5 else "elliptical") if spiral else predicted
-            if len(self.classes) > 2:
+            if self.classes != BINARY_CLASSES:
                 row["class"] = "" if error else predicted
                 row.update({f"p_{name}": float(p) for name, p in zip(self.classes, probabilities[i])})
             row["error"] = error

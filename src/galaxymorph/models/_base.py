@@ -36,6 +36,10 @@ class GalaxyClassifier(nn.Module):
         """The final linear layer, whose outputs are the logits."""
         raise NotImplementedError
 
+    def feature_blocks(self) -> list[nn.Module]:
+        """The blocks before the output layer, from the input on; fine-tuning unfreezes the last ones."""
+        raise NotImplementedError
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(images))
 

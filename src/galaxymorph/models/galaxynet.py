@@ -49,6 +49,9 @@ class GalaxyNet(GalaxyClassifier):
     def output_layer(self) -> nn.Linear:
         return self.classifier
 
+    def feature_blocks(self) -> list[nn.Module]:
+        return [self.stem, self.stage1, self.stage2, self.stage3]
+
 
 @register_model
 def galaxynet(*, classes: Sequence[str] = GZ1_CLASSES, **kwargs) -> GalaxyNet:

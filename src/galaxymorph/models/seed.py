@@ -45,6 +45,9 @@ class SeedCNN(GalaxyClassifier):
     def output_layer(self) -> nn.Linear:
         return self.Output_Probability
 
+    def feature_blocks(self) -> list[nn.Module]:
+        return [self.Conv1_Edges, self.Conv2_Shapes, self.Dense_Decision]
+
 
 @register_model
 def seed(*, classes: Sequence[str] = BINARY_CLASSES, **kwargs) -> SeedCNN:

@@ -16,7 +16,7 @@ import numpy as np
 
 from galaxymorph.catalog import CatalogRow, read_labelled_catalog
 from galaxymorph.errors import CatalogError, ModelError
-from galaxymorph.labels import binary_label, has_spiral_semantics, spiral_probability
+from galaxymorph.labels import BINARY_CLASSES, binary_label, has_spiral_semantics, spiral_probability
 from galaxymorph.metrics import expected_calibration_error
 from galaxymorph.models import load_checkpoint
 
@@ -61,7 +61,7 @@ def calibrate(checkpoint: str | os.PathLike, labels: str | os.PathLike, *, split
         raise CatalogError(f"catalog {labels}: no spiral or elliptical galaxies in model {loaded.name}'s {split!r} split")
     truth = dict(zip(catalog.ids, catalog.labels))
     predicted = [row for batch in predict(rows, loaded, options=options or PredictOptions()) for row in batch if not row["error"]]
-    probabilities = np.array([[row[f"p_{c}"] for c in loaded.classes] if len(loaded.classes) > 2
+    probabilities = np.array([[row[f"p_{c}"] for c in loaded.classes] if loaded.classes != BINARY_CLASSES
                               else [1 - row["p_spiral"], row["p_spiral"]] for row in predicted])
     is_spiral = np.array([binary_label(truth[row["id"]]) == "spiral" for row in predicted])
     temperature = fit_temperature(probabilities, is_spiral, loaded.classes)

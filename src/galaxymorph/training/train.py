@@ -19,7 +19,8 @@ from galaxymorph.catalog import read_labelled_catalog
 from galaxymorph.config import BATCH_SIZE, SPLIT_FRACTIONS, SPLIT_SEED, Preprocessing
 from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.metrics import binary_summary
-from galaxymorph.models import GalaxyClassifier, create_model, logits_to_probabilities, save_checkpoint
+from galaxymorph.errors import ModelError
+from galaxymorph.models import GalaxyClassifier, create_model, load_model, logits_to_probabilities, save_checkpoint
 from galaxymorph.preprocess.augment import centre_view, symmetry_augment
 from galaxymorph.training.data import choose_classes, decode_catalog, stratified_split, training_preprocessing
 
@@ -47,6 +48,13 @@ class TrainConfig:
     max_rows: int | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    init_from: str | None = None
+    """Fine-tuning: a pretrained model (bundled name or checkpoint) whose architecture, preprocessing
+    and weights (all but the output layer) the new model starts from."""
+    freeze_epochs: int = 0
+    """Fine-tuning: epochs that train the new output layer alone, before unfreezing."""
+    unfrozen_blocks: int | None = None
+    """Fine-tuning: how many of the last feature blocks train after the frozen epochs (None: all)."""
     progress: bool = True
     use_cache: bool = True
 
@@ -92,26 +100,69 @@ def remove_class_weight_prior(model: GalaxyClassifier, weights: torch.Tensor) ->
     bias -= (log_weights[1] - log_weights[0]) if bias.numel() == 1 else log_weights
 
 
+def frozen_blocks(model: GalaxyClassifier, epoch: int, config: TrainConfig) -> list[torch.nn.Module]:
+    """The feature blocks that do not train in this epoch (none unless fine-tuning)."""
+    if config.init_from is None:
+        return []
+    blocks = model.feature_blocks()
+    if epoch <= config.freeze_epochs:
+        return blocks
+    trainable = len(blocks) if config.unfrozen_blocks is None else config.unfrozen_blocks
+    return blocks[:max(0, len(blocks) - trainable)]
+
+
+def set_training_mode(model: GalaxyClassifier, frozen: list[torch.nn.Module]) -> None:
+    """Train mode, except that frozen blocks keep their weights and batch-norm statistics."""
+    model.train()
+    for block in frozen:
+        block.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    for block in frozen:
+        for parameter in block.parameters():
+            parameter.requires_grad_(False)
+
+
 @torch.no_grad()
-def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor]) -> None:
-    """Recompute batch-norm statistics for the current weights as an exact average over `batches`.
+def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor],
+                           frozen: list[torch.nn.Module]) -> None:
+    """Recompute the trainable batch-norm statistics for the current weights, as an exact average
+    over `batches`.
 
     Running averages lag behind fast-changing weights (and start from unit variance, far from the
     variance of dark sky images), so early evaluations would judge stale statistics.
     """
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    frozen_layers = {id(m) for block in frozen for m in block.modules()}
+    layers = [m for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in frozen_layers]
     if not layers:
         return
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average
-    model.train()
+    set_training_mode(model, frozen)
     for batch in batches:
         model(batch)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
     model.eval()
+
+
+def start_model(config: TrainConfig, classes: tuple[str, ...]) -> tuple[GalaxyClassifier, str, Preprocessing]:
+    """A new model, or for fine-tuning a pretrained one with a new output layer for `classes`."""
+    if config.init_from is None:
+        return create_model(config.architecture, classes=classes), config.architecture, config.preprocessing
+    pretrained = load_model(config.init_from)
+    architecture = pretrained.metadata["architecture"]
+    model = create_model(architecture, classes=classes)
+    head = next(name for name, module in model.named_modules() if module is model.output_layer())
+    head_keys = {f"{head}.{key}" for key in model.output_layer().state_dict()}
+    backbone = {key: value for key, value in pretrained.model.state_dict().items() if key not in head_keys}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if unexpected or set(missing) != head_keys:
+        raise ModelError(f"weights of {config.init_from} do not fit {architecture}: missing {missing}, unexpected {unexpected}")
+    return model, architecture, pretrained.preprocessing
 
 
 @torch.no_grad()
@@ -147,7 +198,6 @@ def train(config: TrainConfig) -> Path:
     """Train a model on a labelled catalog and write its best checkpoint; returns the weights path."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    preprocessing = config.preprocessing
 
     # Data: the split is drawn over all rows by their raw labels, so models trained on different
     # class schemes of the same catalog share one test set.
@@ -157,6 +207,7 @@ def train(config: TrainConfig) -> Path:
         catalog = catalog.subset(sorted(keep.tolist()))
     split = stratified_split(catalog.labels, config.split_fractions, config.seed)
     classes, targets = choose_classes(catalog.labels, config.classes)
+    model, architecture, preprocessing = start_model(config, classes)
     images, errors = decode_catalog(catalog, training_preprocessing(preprocessing),
                                     workers=config.workers, use_cache=config.use_cache)
     unreadable = [e for e in errors if e]
@@ -168,8 +219,7 @@ def train(config: TrainConfig) -> Path:
     train_rows, val_rows = usable["train"], usable["val"]
     val_images, val_targets = images[val_rows], target_array[val_rows]
 
-    # Model and optimiser.
-    model = create_model(config.architecture, classes=classes)
+    # Optimiser.
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     weights = class_weights(target_array[train_rows], len(classes), config.class_weight_power)
     permutation = mirror_permutation(classes)
@@ -184,7 +234,8 @@ def train(config: TrainConfig) -> Path:
 
     history, best, best_state, step = [], None, None, 0
     for epoch in range(1, config.epochs + 1):
-        model.train()
+        frozen = frozen_blocks(model, epoch, config)
+        set_training_mode(model, frozen)
         started, losses = time.perf_counter(), []
         order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
         batches = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
@@ -205,7 +256,7 @@ def train(config: TrainConfig) -> Path:
             optimizer.step()
             losses.append(loss.item())
             step += 1
-        recalibrate_batch_norm(model, recalibration_batches)
+        recalibrate_batch_norm(model, recalibration_batches, frozen)
         metrics = estimate_metrics(model, val_images, val_targets, output_size=preprocessing.image_size,
                                    batch_size=config.batch_size)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - started,
@@ -223,14 +274,15 @@ def train(config: TrainConfig) -> Path:
                              batch_size=config.batch_size)
     ids = catalog.ids
     return save_checkpoint(
-        model, config.output, architecture=config.architecture, preprocessing=preprocessing,
+        model, config.output, architecture=architecture, preprocessing=preprocessing,
         training={
             "data": config.labels.name if isinstance(config.labels, Path) else str(config.labels),
             "rows": len(catalog), "unreadable": len(unreadable), "class_scheme": config.classes,
             "seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
             "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
             "class_weight_power": config.class_weight_power, "class_weights": weights.tolist(),
-            "class_weight_prior_removed": True, "augment": config.augment,
+            "class_weight_prior_removed": True, "augment": config.augment, "init_from": config.init_from,
+            "freeze_epochs": config.freeze_epochs, "unfrozen_blocks": config.unfrozen_blocks,
             "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay",
             "history": history,
         },
