@@ -83,3 +83,17 @@ def test_calibrate_from_the_command_line(tmp_path, trained_checkpoint, synthetic
     assert "temperature" in result.output and "ECE" in result.output
     result = runner.invoke(app, ["calibrate", str(tmp_path / "model.pt"), str(synthetic_catalog), "--split", "test"])
     assert result.exit_code == 2 and "kept for final figures" in result.output
+
+
+def test_finetune_from_the_command_line(tmp_path, trained_checkpoint, synthetic_catalog):
+    lines = synthetic_catalog.read_text().replace(",spiral", ",blue").replace(",elliptical", ",red")
+    labels = synthetic_catalog.parent / "cli-colours.csv"
+    labels.write_text(lines)
+    output = tmp_path / "colours.pt"
+    result = runner.invoke(app, ["finetune", "--from", str(trained_checkpoint), "--labels", str(labels), "-o", str(output),
+                                 "--epochs", "2", "--freeze-epochs", "1", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    metadata = json.loads(output.with_suffix(".json").read_text())
+    assert metadata["classes"] == ["blue", "red"] and metadata["training"]["init_from"] == str(trained_checkpoint)
+    result = runner.invoke(app, ["finetune", "--from", "no-such-model", "--labels", str(labels), "-o", str(output)])
+    assert result.exit_code == 2 and "no bundled model or checkpoint named 'no-such-model'" in result.output

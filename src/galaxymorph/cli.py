@@ -91,15 +91,18 @@ def train(
     augment: Annotated[bool, typer.Option(help="Rotations, mirror flips (winding labels swapped) and zoom.")] = True,
 ) -> None:
     """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
+    _run_training(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
+                  batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_rows=max_rows,
+                  workers=workers, augment=augment)
+
+
+def _run_training(*, workers: int | None, **settings) -> None:
     from galaxymorph.errors import GalaxyMorphError
     from galaxymorph.prediction import default_workers
     from galaxymorph.training import TrainConfig, train as run_train
 
-    config = TrainConfig(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
-                         batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_rows=max_rows,
-                         workers=default_workers() if workers is None else workers, augment=augment)
     try:
-        weights = run_train(config)
+        weights = run_train(TrainConfig(workers=default_workers() if workers is None else workers, **settings))
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
     typer.echo(f"checkpoint written: {weights} (+ {weights.with_suffix('.json').name})")
@@ -120,18 +123,9 @@ def finetune(
     workers: WorkersOption = None,
 ) -> None:
     """Adapt a pretrained model to a new label set: new output layer, frozen then partly unfrozen backbone."""
-    from galaxymorph.errors import GalaxyMorphError
-    from galaxymorph.prediction import default_workers
-    from galaxymorph.training import TrainConfig, train as run_train
-
-    config = TrainConfig(labels=labels, output=output, classes=classes, epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, seed=seed, init_from=from_model, freeze_epochs=freeze_epochs,
-                         unfrozen_blocks=unfrozen_blocks, workers=default_workers() if workers is None else workers)
-    try:
-        weights = run_train(config)
-    except (GalaxyMorphError, ValueError) as error:
-        raise _fail(error) from error
-    typer.echo(f"checkpoint written: {weights} (+ {weights.with_suffix('.json').name})")
+    _run_training(labels=labels, output=output, classes=classes, epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, seed=seed, init_from=from_model, freeze_epochs=freeze_epochs,
+                  unfrozen_blocks=unfrozen_blocks, workers=workers)
 
 
 @app.command()
