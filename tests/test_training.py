@@ -75,3 +75,11 @@ def test_removing_the_class_weight_prior_restores_true_frequencies():
         remove_class_weight_prior(model, weights)
         probabilities = logits_to_probabilities(model(torch.rand(1, 3, 64, 64)))[0]
         assert torch.allclose(probabilities, true, atol=1e-5)
+
+
+def test_too_small_a_catalog_is_refused_clearly(tmp_path, galaxy_jpeg):
+    from galaxymorph.training import TrainConfig, train
+
+    (tmp_path / "two.csv").write_text(f"file,label\n{galaxy_jpeg},elliptical\n{galaxy_jpeg},spiral\n")
+    with pytest.raises(CatalogError, match="too few usable images to train on"):
+        train(TrainConfig(labels=tmp_path / "two.csv", output=tmp_path / "m.pt", workers=0, progress=False, use_cache=False))

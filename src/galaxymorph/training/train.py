@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from galaxymorph.catalog import read_labelled_catalog
 from galaxymorph.config import BATCH_SIZE, SPLIT_FRACTIONS, SPLIT_SEED, Preprocessing
+from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.metrics import binary_summary
-from galaxymorph.errors import ModelError
 from galaxymorph.models import GalaxyClassifier, create_model, load_model, logits_to_probabilities, save_checkpoint
 from galaxymorph.preprocess.augment import centre_view, symmetry_augment
 from galaxymorph.training.data import choose_classes, decode_catalog, stratified_split, training_preprocessing
@@ -217,6 +217,9 @@ def train(config: TrainConfig) -> Path:
               for name, rows in split.items()}
     target_array = np.array([t if t is not None else -1 for t in targets], dtype=np.int64)
     train_rows, val_rows = usable["train"], usable["val"]
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise CatalogError(f"catalog {config.labels}: too few usable images to train on "
+                           f"({len(train_rows)} for training, {len(val_rows)} for validation)")
     val_images, val_targets = images[val_rows], target_array[val_rows]
 
     # Optimiser.
