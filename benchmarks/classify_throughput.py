@@ -53,9 +53,9 @@ loaded = load_model("galaxynet")
 started = time.perf_counter()
 if {job!r} == "decode":
     count = 0
-    for items, images, errors in decode_in_batches(iter_inputs([folder]), loaded.preprocessing,
-                                                   file_of=lambda row: row.file, batch_size=128, workers=workers):
-        count += len(items)
+    for batch in decode_in_batches(iter_inputs([folder]), loaded.preprocessing,
+                                   file_of=lambda row: row.file, batch_size=128, workers=workers):
+        count += len(batch.items)
 else:
     count = classify([folder], folder.parent / "out.parquet", model=loaded,
                      options=PredictOptions(workers=workers, threads=threads, tta={tta!r})).rows

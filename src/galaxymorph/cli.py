@@ -89,11 +89,15 @@ def train(
     max_rows: Annotated[Optional[int], typer.Option(help="Train on a seeded random subset of this many rows.")] = None,
     workers: WorkersOption = None,
     augment: Annotated[bool, typer.Option(help="Rotations, mirror flips (winding labels swapped) and zoom.")] = True,
+    framing: Annotated[bool, typer.Option(help="Crop around the central galaxy so that it spans --frame-fill of the input.")] = False,
+    frame_fill: Annotated[float, typer.Option(help="With --framing: the galaxy's diameter as a fraction of the input side.")] = 0.5,
 ) -> None:
     """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
+    from galaxymorph.config import Preprocessing
+
     _run_training(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_rows=max_rows,
-                  workers=workers, augment=augment)
+                  workers=workers, augment=augment, preprocessing=Preprocessing(framing=framing, frame_fill=frame_fill))
 
 
 def _run_training(*, workers: int | None, **settings) -> None:

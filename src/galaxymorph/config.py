@@ -54,12 +54,18 @@ class Preprocessing:
     crop_fraction: float = CROP_FRACTION
     fits_softening: float = 5.0
     fits_white_percentile: float = 99.8
+    framing: bool = False
+    """Find the central galaxy and crop around it so that its diameter (twice its 90%-light radius)
+    spans `frame_fill` of the model input; `crop_fraction` is the fallback where none is found."""
+    frame_fill: float = 0.5
 
     def __post_init__(self) -> None:
         if self.image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}, got {self.image_size}")
         if not 0.0 < self.crop_fraction <= 1.0:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if not 0.0 < self.frame_fill <= 1.0:
+            raise ValueError(f"frame_fill must be in (0, 1], got {self.frame_fill}")
 
     def to_dict(self) -> dict:
         return asdict(self)

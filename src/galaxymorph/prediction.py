@@ -21,7 +21,7 @@ from galaxymorph.config import BATCH_SIZE, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, 
 from galaxymorph.labels import BINARY_CLASSES, has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs.catalog_writer import CatalogWriter, check_output_path
-from galaxymorph.preprocess.parallel import decode_in_batches
+from galaxymorph.preprocess.parallel import DecodedBatch, decode_in_batches
 from galaxymorph.sources import iter_inputs
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -95,9 +95,13 @@ class Classifier:
                 logits = self.loaded.model(torch.from_numpy(images))
             return logits_to_probabilities(logits.double() / self.temperature).numpy()
 
-    def rows(self, items: list[CatalogRow], images: np.ndarray, errors: list[str]) -> list[dict]:
-        """One output row per item; failed items keep their reason and empty probabilities."""
-        errors = [item.error or error for item, error in zip(items, errors)]
+    def rows(self, decoded: DecodedBatch[CatalogRow]) -> list[dict]:
+        """One output row per item; failed items keep their reason and empty probabilities.
+
+        With framing on, `galaxy_found` says whether a central galaxy was found (else the fixed
+        central crop was classified)."""
+        items, images = decoded.items, decoded.images
+        errors = [item.error or error for item, error in zip(items, decoded.errors)]
         good = np.array([not error for error in errors], dtype=bool)
         probabilities = np.full((len(items), len(self.classes)), np.nan)
         spread = np.full(len(items), np.nan)
@@ -116,6 +120,8 @@ class Classifier:
             if self.classes != BINARY_CLASSES:
                 row["class"] = "" if error else predicted
                 row.update({f"p_{name}": float(p) for name, p in zip(self.classes, probabilities[i])})
+            if self.loaded.preprocessing.framing:
+                row["galaxy_found"] = bool(decoded.galaxy_found[i])
             row["error"] = error
             rows.append(row)
         return rows
@@ -131,10 +137,9 @@ def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.Pa
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     classifier = Classifier(loaded, backend=options.backend, threads=options.threads, tta=options.tta)
     rows = _as_rows(inputs)
-    for items, images, errors in decode_in_batches(
-            rows, loaded.preprocessing, file_of=lambda row: None if row.error else row.file,
-            batch_size=options.batch_size, workers=options.workers):
-        yield classifier.rows(items, images, errors)
+    for decoded in decode_in_batches(rows, loaded.preprocessing, file_of=lambda row: None if row.error else row.file,
+                                     batch_size=options.batch_size, workers=options.workers):
+        yield classifier.rows(decoded)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from galaxymorph.config import CHANNELS, MIN_IMAGE_SIZE, Preprocessing
 from galaxymorph.errors import ImageReadError
+from galaxymorph.preprocess.framing import find_central_source
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp") + FITS_SUFFIXES
@@ -29,12 +32,29 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
+FRAMING_WORK_SIZE = 96
+"""The central galaxy is searched for on a copy reduced by a whole factor to about this side."""
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A decoded, framed image; `galaxy_found` is None when framing is off."""
+
+    pixels: np.ndarray
+    galaxy_found: bool | None
+
+
 def load_image(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing()) -> np.ndarray:
     """Read one image file and return the model input, float32 (3, S, S) in [0, 1].
 
     Raises `ImageReadError` naming the file when it is missing, empty, corrupt, truncated, too
     small or of a shape that is not an image.
     """
+    return read_model_input(path, preprocessing).pixels
+
+
+def read_model_input(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing()) -> ModelInput:
+    """`load_image`, also saying whether framing found a central galaxy."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -61,7 +81,7 @@ def _is_fits(path: Path) -> bool:
         return handle.read(len(_FITS_MAGIC)) == _FITS_MAGIC
 
 
-def _load_pil(path: Path, preprocessing: Preprocessing) -> np.ndarray:
+def _load_pil(path: Path, preprocessing: Preprocessing) -> ModelInput:
     with Image.open(path) as image:
         if image.format == "JPEG":
             # The decoder picks a scale of 1/2, 1/4 or 1/8 that still covers the requested size.
@@ -87,25 +107,54 @@ def _crop_box(width: int, height: int, crop_fraction: float) -> tuple[float, flo
     return (left, top, left + side, top + side)
 
 
-def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
+def _frame_box(width: int, height: int, preprocessing: Preprocessing,
+               reduced_intensity: Callable[[int], np.ndarray]) -> tuple[tuple[float, float, float, float], bool | None]:
+    """The crop box: around the central galaxy when framing is on and finds one, else the fixed crop.
+
+    `reduced_intensity(factor)` gives the image's intensity reduced by a whole factor.
+    """
+    fixed = _crop_box(width, height, preprocessing.crop_fraction)
+    if not preprocessing.framing:
+        return fixed, None
+    factor = max(1, min(width, height) // FRAMING_WORK_SIZE)
+    source = find_central_source(reduced_intensity(factor))
+    if not source.found:
+        return fixed, False
+    x, y = (source.x + 0.5) * factor, (source.y + 0.5) * factor
+    side = float(np.clip(2 * source.radius_90 * factor / preprocessing.frame_fill, MIN_IMAGE_SIZE, min(width, height)))
+    left, top = float(np.clip(x - side / 2, 0, width - side)), float(np.clip(y - side / 2, 0, height - side))
+    return (left, top, left + side, top + side), True
+
+
+def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
     """Cut the region around the crop box out of an 8-bit image and frame it in floating point.
 
     Resampling in floating point (one rounding, none between the horizontal and vertical passes)
     keeps the framing exactly equivariant under 90-degree rotations and mirror flips.
     """
-    left, top, right, bottom = _crop_box(image.width, image.height, preprocessing.crop_fraction)
+    def reduced_intensity(factor: int) -> np.ndarray:
+        grey = image.convert("L")
+        return np.asarray(grey.reduce(factor) if factor > 1 else grey, dtype=np.float32) / 255.0
+
+    (left, top, right, bottom), found = _frame_box(image.width, image.height, preprocessing, reduced_intensity)
     margin = 2 + math.ceil((right - left) / preprocessing.image_size)  # the resampling filter's reach
     region = (max(0, math.floor(left) - margin), max(0, math.floor(top) - margin),
               min(image.width, math.ceil(right) + margin), min(image.height, math.ceil(bottom) + margin))
     pixels = np.asarray(image.crop(region), dtype=np.float32).transpose(2, 0, 1) / 255.0
     box = (left - region[0], top - region[1], right - region[0], bottom - region[1])
-    return _resample_bands(pixels, box, preprocessing.image_size)
+    return ModelInput(_resample_bands(pixels, box, preprocessing.image_size), found)
 
 
-def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
     """Crop and resize a (3, H, W) float array in [0, 1]."""
     height, width = bands.shape[1:]
-    return _resample_bands(bands, _crop_box(width, height, preprocessing.crop_fraction), preprocessing.image_size)
+
+    def reduced_intensity(factor: int) -> np.ndarray:
+        intensity = bands.mean(axis=0)[: height // factor * factor, : width // factor * factor]
+        return intensity.reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
+
+    box, found = _frame_box(width, height, preprocessing, reduced_intensity)
+    return ModelInput(_resample_bands(bands, box, preprocessing.image_size), found)
 
 
 def _resample_bands(bands: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:

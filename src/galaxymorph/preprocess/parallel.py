@@ -10,36 +10,50 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from galaxymorph.config import CHANNELS, Preprocessing
 from galaxymorph.errors import ImageReadError
-from galaxymorph.preprocess.decode import load_image
+from galaxymorph.preprocess.decode import read_model_input
 
 Item = TypeVar("Item")
 BATCHES_IN_FLIGHT_PER_WORKER = 2
 
 
-def decode_files(files: Sequence[Path | None], preprocessing: Preprocessing) -> tuple[np.ndarray, list[str]]:
+@dataclass
+class DecodedBatch(Generic[Item]):
+    """Items with their model inputs (zeros where decoding failed), error reasons ('' when fine) and,
+    with framing on, whether a central galaxy was found."""
+
+    items: list[Item]
+    images: np.ndarray
+    errors: list[str]
+    galaxy_found: list[bool | None]
+
+
+def decode_files(files: Sequence[Path | None], preprocessing: Preprocessing) -> DecodedBatch[Path | None]:
     """Decode files into (N, 3, S, S) float32; a failed file leaves zeros and its reason in errors.
 
     A `None` file is a row that failed before decoding; its slot stays empty with no error here.
     """
     size = preprocessing.image_size
-    images = np.zeros((len(files), CHANNELS, size, size), dtype=np.float32)
-    errors = [""] * len(files)
+    batch = DecodedBatch(list(files), np.zeros((len(files), CHANNELS, size, size), dtype=np.float32),
+                         [""] * len(files), [None] * len(files))
     for i, file in enumerate(files):
         if file is None:
             continue
         try:
-            images[i] = load_image(file, preprocessing)
+            decoded = read_model_input(file, preprocessing)
         except ImageReadError as exc:
-            errors[i] = str(exc)
-    return images, errors
+            batch.errors[i] = str(exc)
+        else:
+            batch.images[i], batch.galaxy_found[i] = decoded.pixels, decoded.galaxy_found
+    return batch
 
 
 def decode_in_batches(
@@ -49,8 +63,8 @@ def decode_in_batches(
     file_of: Callable[[Item], Path | None],
     batch_size: int,
     workers: int,
-) -> Iterator[tuple[list[Item], np.ndarray, list[str]]]:
-    """Yield (items, images, errors) batch by batch, in input order.
+) -> Iterator[DecodedBatch[Item]]:
+    """Yield decoded batches of `items`, in input order.
 
     `workers=0` decodes in this process; otherwise a pool of processes (the platform's default start
     method, so scripts without a `__main__` guard work on Linux) decodes while the caller works on
@@ -60,14 +74,14 @@ def decode_in_batches(
     batches = iter(lambda: list(islice(iter_items, batch_size)), [])
     if workers <= 0:
         for batch in batches:
-            yield (batch, *decode_files([file_of(item) for item in batch], preprocessing))
+            yield replace(decode_files([file_of(item) for item in batch], preprocessing), items=batch)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context()) as pool:
         yield from _pipelined(pool, batches, preprocessing, file_of, workers * BATCHES_IN_FLIGHT_PER_WORKER)
 
 
 def _pipelined(pool: Executor, batches: Iterator[list], preprocessing: Preprocessing,
-               file_of: Callable, in_flight: int) -> Iterator[tuple[list, np.ndarray, list[str]]]:
+               file_of: Callable, in_flight: int) -> Iterator[DecodedBatch]:
     pending: deque[tuple[list, Future]] = deque()
 
     def submit_next() -> None:
@@ -80,4 +94,4 @@ def _pipelined(pool: Executor, batches: Iterator[list], preprocessing: Preproces
     while pending:
         batch, future = pending.popleft()
         submit_next()
-        yield (batch, *future.result())
+        yield replace(future.result(), items=batch)

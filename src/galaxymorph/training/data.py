@@ -17,7 +17,7 @@ from galaxymorph.labels import BINARY_CLASSES, GZ1_CLASSES, binary_label
 from galaxymorph.preprocess.parallel import decode_in_batches
 
 CLASS_SCHEMES = ("binary", "gz1", "labels")
-DECODED_CACHE_VERSION = 2
+DECODED_CACHE_VERSION = 3
 """Bump when decoding changes, so that cached training sets are decoded again."""
 AUGMENTATION_MARGIN = 1.5
 """Training images are decoded this much wider than the model input, so rotations have no corners."""
@@ -67,7 +67,8 @@ def training_preprocessing(preprocessing: Preprocessing) -> Preprocessing:
     """The wider view that augmentation crops the model input from."""
     return replace(preprocessing,
                    image_size=int(round(preprocessing.image_size * AUGMENTATION_MARGIN)),
-                   crop_fraction=min(1.0, preprocessing.crop_fraction * AUGMENTATION_MARGIN))
+                   crop_fraction=min(1.0, preprocessing.crop_fraction * AUGMENTATION_MARGIN),
+                   frame_fill=preprocessing.frame_fill / AUGMENTATION_MARGIN)
 
 
 def decode_catalog(catalog: LabelledCatalog, preprocessing: Preprocessing, *, workers: int,
@@ -80,10 +81,9 @@ def decode_catalog(catalog: LabelledCatalog, preprocessing: Preprocessing, *, wo
         with np.load(cached) as stored:
             return stored["images"], stored["errors"].tolist()
     images, errors = [], []
-    for _, batch_images, batch_errors in decode_in_batches(
-            catalog.files, preprocessing, file_of=Path, batch_size=64, workers=workers):
-        images.append(np.round(batch_images * 255).astype(np.uint8))
-        errors += batch_errors
+    for batch in decode_in_batches(catalog.files, preprocessing, file_of=Path, batch_size=64, workers=workers):
+        images.append(np.round(batch.images * 255).astype(np.uint8))
+        errors += batch.errors
     images = np.concatenate(images)
     if use_cache:
         cached.parent.mkdir(parents=True, exist_ok=True)

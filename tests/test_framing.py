@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from galaxymorph import Preprocessing, load_image
+from galaxymorph.models import create_model, save_checkpoint
+from galaxymorph.prediction import PredictOptions, predict
+from galaxymorph.preprocess.framing import find_central_source
+from galaxymorph.sources.synthetic import synthetic_galaxy
+
+FRAMED = Preprocessing(framing=True, frame_fill=0.5)
+
+
+def gaussian(size=101, sigma=6.0, centre=(50.0, 50.0), noise=0.01, seed=0):
+    y, x = np.mgrid[:size, :size]
+    blob = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * sigma**2))
+    return blob + np.random.default_rng(seed).normal(0, noise, blob.shape)
+
+
+def test_central_source_position_and_size():
+    source = find_central_source(gaussian(centre=(52.0, 49.0)))
+    assert source.found
+    assert source.x == pytest.approx(52.0, abs=0.5) and source.y == pytest.approx(49.0, abs=0.5)
+    # A 2-D Gaussian holds 90% of its light within 2.146 sigma; the noise cut trims the faint wings.
+    assert source.radius_90 == pytest.approx(2.146 * 6.0, rel=0.15)
+
+
+def test_no_central_source_in_empty_sky():
+    assert not find_central_source(np.random.default_rng(1).normal(0, 0.01, (80, 80))).found
+    off_centre = gaussian(centre=(10.0, 10.0), sigma=2.0)
+    assert not find_central_source(off_centre).found
+
+
+def zoomed_out(image: np.ndarray, factor: int) -> np.ndarray:
+    """The same galaxy in a frame `factor` times wider (a shrunk copy on sky of the same statistics)."""
+    size = image.shape[0]
+    small = np.asarray(Image.fromarray(image).resize((size // factor,) * 2, Image.Resampling.LANCZOS))
+    corner = image[:40, :40].reshape(-1, 3).astype(np.float64)
+    sky = np.random.default_rng(0).normal(corner.mean(axis=0), corner.std(axis=0), image.shape)
+    canvas = np.clip(sky, 0, 255).astype(np.uint8)
+    offset = (size - small.shape[0]) // 2
+    canvas[offset:offset + small.shape[0], offset:offset + small.shape[1]] = small
+    return canvas
+
+
+def test_framing_gives_the_same_input_whatever_the_zoom(tmp_path):
+    galaxy = synthetic_galaxy("spiral", np.random.default_rng(4), size=384)
+    paths = []
+    for factor in (1, 2):
+        path = tmp_path / f"zoom-{factor}.png"
+        Image.fromarray(galaxy if factor == 1 else zoomed_out(galaxy, factor)).save(path)
+        paths.append(path)
+
+    def similarity(preprocessing):
+        a, b = (load_image(path, preprocessing).ravel() for path in paths)
+        return np.corrcoef(a, b)[0, 1]
+
+    assert similarity(FRAMED) > 0.9
+    assert similarity(FRAMED) > similarity(Preprocessing()) + 0.1
+
+
+def test_framing_is_recorded_and_flags_images_without_a_galaxy(tmp_path):
+    model = create_model("galaxynet", classes=("elliptical", "spiral"))
+    checkpoint = save_checkpoint(model, tmp_path / "framed.pt", architecture="galaxynet", preprocessing=FRAMED)
+    assert json.loads(checkpoint.with_suffix(".json").read_text())["preprocessing"]["framing"] is True
+    galaxy = tmp_path / "galaxy.png"
+    Image.fromarray(synthetic_galaxy("elliptical", np.random.default_rng(2), size=128)).save(galaxy)
+    sky = tmp_path / "sky.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 6, (128, 128, 3), dtype=np.uint8)).save(sky)
+    rows = next(predict([galaxy, sky], checkpoint, options=PredictOptions(workers=0)))
+    assert [row["galaxy_found"] for row in rows] == [True, False]
+    assert all(row["label"] in ("elliptical", "spiral") and not row["error"] for row in rows)
+    plain = next(predict([galaxy], "galaxynet", options=PredictOptions(workers=0)))
+    assert "galaxy_found" not in plain[0]
+
+
+def test_frame_fill_is_checked():
+    with pytest.raises(ValueError, match="frame_fill"):
+        Preprocessing(frame_fill=1.5)
