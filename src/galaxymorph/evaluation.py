@@ -38,7 +38,7 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     catalog = read_labelled_catalog(labels)
-    catalog = catalog.subset(_rows_of_split(catalog.ids, loaded, split, labels))
+    catalog = catalog.subset(rows_of_split(catalog.ids, loaded, split, labels))
     truth = dict(zip(catalog.ids, catalog.labels))
     rows = [row for batch in predict([CatalogRow(i, f) for i, f in zip(catalog.ids, catalog.files)], loaded,
                                      options=options) for row in batch]
@@ -85,7 +85,8 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
     return metrics
 
 
-def _rows_of_split(ids: list[str], loaded: LoadedModel, split: str, labels: object) -> list[int]:
+def rows_of_split(ids: list[str], loaded: LoadedModel, split: str, labels: object) -> list[int]:
+    """Indices of `ids` in the model's saved `split` ('all': every row); a `CatalogError` if none."""
     if split == "all":
         return list(range(len(ids)))
     saved = loaded.metadata.get("split", {}).get(split)

@@ -3,8 +3,9 @@
 The sky level and its noise come from the median and the median absolute deviation of the image.
 After a 3x3 mean filter, pixels more than `DETECTION_SIGMA` noise levels above the sky are source
 pixels; the central source is the connected group of them (8-connectivity, at least `MIN_AREA`
-pixels) that holds the most light within the central `CENTRE_WINDOW` of the image. Its size is `radius_90`, the radius around
-its light-weighted centre that encloses 90% of its sky-subtracted light.
+pixels) that holds the most light within the central `CENTRE_WINDOW` of the image. Its size is
+`radius_90`, the radius around its light-weighted centre that encloses 90% of its sky-subtracted
+light.
 """
 
 from __future__ import annotations

@@ -47,16 +47,16 @@ def fit_temperature(probabilities: np.ndarray, is_spiral: np.ndarray, classes: t
 
 def calibrate(checkpoint: str | os.PathLike, labels: str | os.PathLike, *, split: str = "val", options=None) -> dict:
     """Fit the temperature of a checkpoint on a split of its labelled catalog and save it in its metadata."""
+    from galaxymorph.evaluation import rows_of_split
     from galaxymorph.prediction import PredictOptions, predict
 
     loaded = load_checkpoint(checkpoint)
     if not has_spiral_semantics(loaded.classes):
         raise ModelError(f"model {loaded.name} has no spiral/elliptical classes to calibrate p_spiral on")
     loaded.metadata.pop("calibration", None)  # fit on the uncalibrated model
-    wanted = set(loaded.metadata.get("split", {}).get(split, []))
     catalog = read_labelled_catalog(labels)
-    rows = [CatalogRow(i, f) for i, f, label in zip(catalog.ids, catalog.files, catalog.labels)
-            if i in wanted and binary_label(label)]
+    catalog = catalog.subset(rows_of_split(catalog.ids, loaded, split, labels))
+    rows = [CatalogRow(i, f) for i, f, label in zip(catalog.ids, catalog.files, catalog.labels) if binary_label(label)]
     if not rows:
         raise CatalogError(f"catalog {labels}: no spiral or elliptical galaxies in model {loaded.name}'s {split!r} split")
     truth = dict(zip(catalog.ids, catalog.labels))
