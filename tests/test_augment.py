@@ -1,8 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
 from galaxymorph.labels import GZ1_CLASSES, mirror_permutation
-from galaxymorph.preprocess.augment import centre_view, mirror, symmetry_augment
+from galaxymorph.preprocess.augment import SurveyAugmentation, centre_view, mirror, survey_augment, symmetry_augment
 
 
 def clockwise_pattern(size: int = 96) -> torch.Tensor:
@@ -49,3 +50,23 @@ def test_uint8_input_is_scaled_to_unit_range():
     images = torch.full((2, 3, 96, 96), 255, dtype=torch.uint8)
     assert torch.allclose(centre_view(images, 64), torch.ones(2, 3, 64, 64))
     np.testing.assert_array_equal(mirror(torch.arange(4.0).reshape(1, 1, 1, 4))[0, 0, 0], [3, 2, 1, 0])
+
+
+def test_survey_augmentation_stays_an_image_and_is_reproducible():
+    images = centre_view(clockwise_pattern(), 64).repeat(32, 1, 1, 1)
+    first = survey_augment(images, torch.Generator().manual_seed(1))
+    again = survey_augment(images, torch.Generator().manual_seed(1))
+    assert first.shape == images.shape and 0.0 <= first.min() and first.max() <= 1.0
+    assert torch.equal(first, again)
+    changed = (first - images).abs().flatten(1).amax(1) > 0.02
+    assert 0 < changed.sum() < 32  # some images pass through nearly untouched
+
+
+def test_survey_augmentation_can_be_switched_off_piece_by_piece():
+    images = centre_view(clockwise_pattern(), 64).repeat(8, 1, 1, 1)
+    untouched = SurveyAugmentation(share=0.0, jpeg_share=0.0)
+    assert torch.allclose(survey_augment(images, torch.Generator().manual_seed(0), untouched), images)
+    blurred_only = SurveyAugmentation(share=1.0, max_gamma_factor=1.0, max_band_gain=1.0, max_noise=0.0, jpeg_share=0.0)
+    blurred = survey_augment(images, torch.Generator().manual_seed(0), blurred_only)
+    assert blurred.sum().item() == pytest.approx(images.sum().item(), rel=0.05)  # blur keeps the light
+    assert (blurred - images).abs().max() > 0.1

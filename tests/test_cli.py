@@ -9,7 +9,7 @@ from galaxymorph.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["classify"], ["demo"], ["train"], ["finetune"], ["evaluate"], ["calibrate"], ["models"],
+@pytest.mark.parametrize("command", [[], ["classify"], ["fetch"], ["demo"], ["train"], ["finetune"], ["evaluate"], ["calibrate"], ["models"],
                                      ["models", "list"], ["models", "show"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])

@@ -24,7 +24,7 @@ def test_jpeg_is_read_to_the_model_input(galaxy_jpeg):
 def test_jpeg_draft_mode_matches_a_full_decode(tmp_path):
     path = tmp_path / "big.jpeg"
     Image.fromarray((gradient(800) * 255).astype(np.uint8)).save(path, quality=95)
-    drafted = load_image(path)
+    drafted = load_image(path, Preprocessing(framing=False))
     with Image.open(path) as full:
         reference = np.asarray(full.convert("RGB").resize((64, 64), box=(240, 240, 560, 560)), np.float32) / 255
     assert np.abs(drafted - reference.transpose(2, 0, 1)).mean() < 0.02
@@ -44,7 +44,7 @@ def test_16_bit_png_keeps_its_range(tmp_path):
     path = tmp_path / "deep.png"
     Image.fromarray((gradient()[..., 0] * 65535).astype(np.uint16)).save(path)
     assert Image.open(path).mode.startswith("I")
-    image = load_image(path, Preprocessing(crop_fraction=1.0))
+    image = load_image(path, Preprocessing(crop_fraction=1.0, framing=False))
     assert image.shape == SHAPE
     assert image[0, 0, -1] == pytest.approx(0.5, abs=0.02)  # x = 99/200 at the right edge
 
@@ -54,8 +54,8 @@ def test_crop_fraction_keeps_the_centre(tmp_path):
     array[25:75, 25:75] = 255
     path = tmp_path / "square.png"
     Image.fromarray(array).save(path)
-    assert load_image(path, Preprocessing(crop_fraction=0.4)).min() == pytest.approx(1.0)
-    assert load_image(path, Preprocessing(crop_fraction=1.0)).min() == 0.0
+    assert load_image(path, Preprocessing(crop_fraction=0.4, framing=False)).min() == pytest.approx(1.0)
+    assert load_image(path, Preprocessing(crop_fraction=1.0, framing=False)).min() == 0.0
 
 
 def fits_galaxy(shape=(50, 50)) -> np.ndarray:

@@ -10,7 +10,7 @@ from galaxymorph.prediction import PredictOptions, predict
 from galaxymorph.preprocess.framing import find_central_source
 from galaxymorph.sources.synthetic import synthetic_galaxy
 
-FRAMED = Preprocessing(framing=True, frame_fill=0.5)
+FRAMED = Preprocessing(framing=True)
 
 
 def gaussian(size=101, sigma=6.0, centre=(50.0, 50.0), noise=0.01, seed=0):
@@ -23,8 +23,8 @@ def test_central_source_position_and_size():
     source = find_central_source(gaussian(centre=(52.0, 49.0)))
     assert source.found
     assert source.x == pytest.approx(52.0, abs=0.5) and source.y == pytest.approx(49.0, abs=0.5)
-    # A 2-D Gaussian holds 90% of its light within 2.146 sigma; the noise cut trims the faint wings.
-    assert source.radius_90 == pytest.approx(2.146 * 6.0, rel=0.15)
+    # A 2-D Gaussian holds half of its light within 1.177 sigma.
+    assert source.radius_50 == pytest.approx(1.177 * 6.0, rel=0.1)
 
 
 def test_no_central_source_in_empty_sky():
@@ -57,8 +57,21 @@ def test_framing_gives_the_same_input_whatever_the_zoom(tmp_path):
         a, b = (load_image(path, preprocessing).ravel() for path in paths)
         return np.corrcoef(a, b)[0, 1]
 
+    fixed_crop = Preprocessing(framing=False)
     assert similarity(FRAMED) > 0.9
-    assert similarity(FRAMED) > similarity(Preprocessing()) + 0.1
+    assert similarity(FRAMED) > similarity(fixed_crop) + 0.1
+
+
+def test_small_galaxies_are_measured_at_full_resolution(tmp_path):
+    """A galaxy 16 times smaller than its frame is framed like the same galaxy filling it."""
+    galaxy = synthetic_galaxy("spiral", np.random.default_rng(5), size=512)
+    paths = []
+    for factor in (2, 16):
+        path = tmp_path / f"zoom-{factor}.png"
+        Image.fromarray(zoomed_out(galaxy, factor)).save(path)
+        paths.append(path)
+    near, far = (load_image(path, FRAMED).mean(axis=0) for path in paths)
+    assert np.corrcoef(near.ravel(), far.ravel())[0, 1] > 0.8
 
 
 def test_framing_is_recorded_and_flags_images_without_a_galaxy(tmp_path):
@@ -72,7 +85,9 @@ def test_framing_is_recorded_and_flags_images_without_a_galaxy(tmp_path):
     rows = next(predict([galaxy, sky], checkpoint, options=PredictOptions(workers=0)))
     assert [row["galaxy_found"] for row in rows] == [True, False]
     assert all(row["label"] in ("elliptical", "spiral") and not row["error"] for row in rows)
-    plain = next(predict([galaxy], "galaxynet", options=PredictOptions(workers=0)))
+    fixed_crop = save_checkpoint(model, tmp_path / "fixed.pt", architecture="galaxynet",
+                                 preprocessing=Preprocessing(framing=False))
+    plain = next(predict([galaxy], fixed_crop, options=PredictOptions(workers=0)))
     assert "galaxy_found" not in plain[0]
 
 

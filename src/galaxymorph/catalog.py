@@ -6,9 +6,10 @@ catalogs unchanged. File paths are relative to the catalog's folder unless absol
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -80,11 +81,13 @@ def find_column(names: Sequence[str], candidates: Sequence[str], *, path: object
 
 @dataclass(frozen=True)
 class CatalogRow:
-    """One image to classify: its id and file, or why the row is unusable."""
+    """One image to classify: its id and file, or why the row is unusable; `columns` are input
+    columns that the output keeps (a catalog of positions' own columns, say)."""
 
     id: str
-    file: Path
+    file: Path | None
     error: str = ""
+    columns: dict = field(default_factory=dict)
 
 
 def iter_catalog_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:
@@ -99,6 +102,58 @@ def iter_catalog_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:
         for row_id, file in zip(ids, files):
             resolved = path.parent / str(file or "")
             yield CatalogRow(str(row_id) if row_id is not None else Path(str(file)).stem, resolved)
+
+
+@dataclass(frozen=True)
+class SkyPosition:
+    """One row of a catalog of sky positions (degrees, ICRS), with all its columns, or why it is unusable."""
+
+    id: str
+    ra: float
+    dec: float
+    columns: dict
+    error: str = ""
+
+
+def iter_sky_positions(path: str | os.PathLike, *, ra_column: str = "ra", dec_column: str = "dec",
+                       id_column: str | None = None) -> Iterator[SkyPosition]:
+    """Stream the positions of a catalog. Coordinates are degrees, or sexagesimal text
+    ("10:21:03.6", "+05:12:40"; right ascension in hours). A row with a missing or impossible
+    coordinate gets its reason in `error`; without an id column, the id is the row number."""
+    path = Path(path)
+    number = 0
+    for batch in iter_catalog_batches(path):
+        names = batch.schema.names
+        for column in (ra_column, dec_column):
+            find_column(names, [column], path=path)
+        id_name = find_column(names, [id_column] if id_column else ID_COLUMNS, path=path, required=id_column is not None)
+        for columns in batch.to_pylist():
+            number += 1
+            row_id = str(columns[id_name]) if id_name and columns[id_name] is not None else str(number)
+            try:
+                ra, dec = _degrees(columns[ra_column], columns[dec_column])
+            except ValueError as exc:
+                yield SkyPosition(row_id, math.nan, math.nan, columns, f"row {number}: {exc}")
+                continue
+            yield SkyPosition(row_id, ra, dec, columns)
+
+
+def _degrees(ra: object, dec: object) -> tuple[float, float]:
+    if isinstance(ra, str) or isinstance(dec, str):
+        from astropy import units
+        from astropy.coordinates import Angle
+
+        try:
+            ra = Angle(ra, unit=units.hourangle if ":" in str(ra) or " " in str(ra).strip() else units.deg).degree
+            dec = Angle(dec, unit=units.deg).degree
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"coordinates ({ra!r}, {dec!r}) are not readable angles") from exc
+    if ra is None or dec is None:
+        raise ValueError("ra or dec is empty")
+    ra, dec = float(ra), float(dec)
+    if not (math.isfinite(ra) and math.isfinite(dec)) or not -90.0 <= dec <= 90.0:
+        raise ValueError(f"({ra}, {dec}) is not a sky position in degrees")
+    return ra % 360.0, dec
 
 
 @dataclass(frozen=True)

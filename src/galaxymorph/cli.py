@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from galaxymorph.config import BATCH_SIZE, DEFAULT_MODEL, SPLIT_SEED
+from galaxymorph.config import BATCH_SIZE, DEFAULT_MODEL, SPLIT_SEED, Preprocessing
 
 app = typer.Typer(help="Galaxy morphology from survey images: elliptical or spiral, then the finer classes.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -19,11 +19,33 @@ BatchOption = Annotated[int, typer.Option(help="Images per inference batch.")]
 WorkersOption = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
 BackendOption = Annotated[str, typer.Option(help="Inference back-end: auto, onnx or torch.")]
 TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average over the 8 rotations and mirror images of each galaxy (8x the inference cost); fills p_spiral_std.")]
+SurveyOption = Annotated[str, typer.Option(help="Cutout service: sdss (SkyServer) or legacy (DESI Legacy Survey viewer).", rich_help_panel="Cutouts")]
+SizeOption = Annotated[int, typer.Option("--size", help="Cutout side in pixels.", rich_help_panel="Cutouts")]
+ScaleOption = Annotated[float, typer.Option("--pixel-scale", help="Arcseconds per pixel (SDSS native 0.396, Legacy Survey 0.262).", rich_help_panel="Cutouts")]
+FormatOption = Annotated[str, typer.Option("--format", help="jpeg, or fits (Legacy Survey only).", rich_help_panel="Cutouts")]
+LayerOption = Annotated[str, typer.Option(help="Legacy Survey layer.", rich_help_panel="Cutouts")]
+BaseUrlOption = Annotated[Optional[str], typer.Option(help="Service base URL (default: the survey's public one; ASTRO_DB_HOST overrides).", rich_help_panel="Cutouts")]
+ConcurrencyOption = Annotated[int, typer.Option(help="Requests in flight at once.", rich_help_panel="Cutouts")]
+RateOption = Annotated[float, typer.Option(help="Requests started per second at most (0: no limit).", rich_help_panel="Cutouts")]
+TimeoutOption = Annotated[float, typer.Option(help="Seconds before a request is abandoned (then retried).", rich_help_panel="Cutouts")]
+RetriesOption = Annotated[int, typer.Option(help="Retries after a failed attempt, with exponential backoff.", rich_help_panel="Cutouts")]
+RaOption = Annotated[str, typer.Option(help="Right ascension column (degrees, or hours as h:m:s text).", rich_help_panel="Cutouts")]
+DecOption = Annotated[str, typer.Option(help="Declination column (degrees, or d:m:s text).", rich_help_panel="Cutouts")]
+IdOption = Annotated[Optional[str], typer.Option(help="Id column (default: id, id_str or objid when present, else the row number).", rich_help_panel="Cutouts")]
 
 
 def _fail(error: Exception) -> typer.Exit:
     typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=2)
+
+
+def _cutout_source(survey: str, size: int, pixel_scale: float, image_format: str, layer: str, base_url: str | None,
+                   concurrency: int, rate_limit: float, timeout: float, retries: int):
+    from galaxymorph.remote import CutoutService, CutoutSettings, FetchOptions
+
+    settings = CutoutSettings(size=size, pixel_scale=pixel_scale, image_format=image_format, layer=layer)
+    options = FetchOptions(concurrency=concurrency, rate_limit=rate_limit, timeout=timeout, retries=retries)
+    return CutoutService(survey, settings, base_url=base_url), options
 
 
 def _predict_options(batch_size: int, workers: int | None, backend: str, tta: bool = False, progress: bool = True):
@@ -43,17 +65,86 @@ def classify(
     backend: BackendOption = "auto",
     tta: TtaOption = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    fetch: Annotated[bool, typer.Option("--fetch", help="PATHS are catalogs of sky positions: fetch each cutout and classify it as it arrives.", rich_help_panel="Cutouts")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="With --fetch: where cutouts are kept (default: the galaxymorph cache).", rich_help_panel="Cutouts")] = None,
+    survey: SurveyOption = "sdss",
+    size: SizeOption = 424,
+    pixel_scale: ScaleOption = 0.396,
+    image_format: FormatOption = "jpeg",
+    layer: LayerOption = "ls-dr10",
+    base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = 8,
+    rate_limit: RateOption = 10.0,
+    timeout: TimeoutOption = 30.0,
+    retries: RetriesOption = 4,
+    ra_column: RaOption = "ra",
+    dec_column: DecOption = "dec",
+    id_column: IdOption = None,
 ) -> None:
-    """Classify images and write one row per image: id, file, label, p_spiral, p_spiral_std, confident, error."""
+    """Classify images and write one row per image: id, file, label, p_spiral, p_spiral_std, confident, error.
+
+    With --fetch, each catalog row's cutout is downloaded while earlier ones are classified, and the
+    output keeps the catalog's own columns."""
     from galaxymorph.errors import GalaxyMorphError
     from galaxymorph.prediction import classify as run_classify
 
     try:
-        summary = run_classify(paths, output, model=model, options=_predict_options(batch_size, workers, backend, tta, progress))
+        inputs = paths
+        if fetch:
+            from itertools import chain
+
+            from galaxymorph.config import cache_dir as default_cache_dir
+            from galaxymorph.remote import CutoutCache, iter_fetched_rows
+
+            service, fetch_options = _cutout_source(survey, size, pixel_scale, image_format, layer, base_url,
+                                                    concurrency, rate_limit, timeout, retries)
+            cache = CutoutCache(cache_dir or default_cache_dir() / "cutouts")
+            inputs = chain.from_iterable(
+                iter_fetched_rows(path, service, cache, options=fetch_options, ra_column=ra_column,
+                                  dec_column=dec_column, id_column=id_column) for path in paths)
+        summary = run_classify(inputs, output, model=model, options=_predict_options(batch_size, workers, backend, tta, progress))
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
     typer.echo(f"{summary.rows} rows written to {summary.output}; {summary.failed} could not be classified"
                + (" (reasons in the error column)" if summary.failed else ""))
+    if summary.rows and summary.failed == summary.rows:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def fetch(
+    catalog: Annotated[Path, typer.Argument(help="Catalog of sky positions (.csv, .parquet or .fits) with ra and dec columns.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the cutouts and manifest.csv.")] = Path("cutouts"),
+    survey: SurveyOption = "sdss",
+    size: SizeOption = 424,
+    pixel_scale: ScaleOption = 0.396,
+    image_format: FormatOption = "jpeg",
+    layer: LayerOption = "ls-dr10",
+    base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = 8,
+    rate_limit: RateOption = 10.0,
+    timeout: TimeoutOption = 30.0,
+    retries: RetriesOption = 4,
+    ra_column: RaOption = "ra",
+    dec_column: DecOption = "dec",
+    id_column: IdOption = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Download the cutout of every catalog row into a folder, with a manifest (a catalog `classify` reads).
+
+    Re-running fetches only what is missing; failed rows keep their reason in the manifest."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.remote import fetch_catalog
+
+    try:
+        service, options = _cutout_source(survey, size, pixel_scale, image_format, layer, base_url,
+                                          concurrency, rate_limit, timeout, retries)
+        summary = fetch_catalog(catalog, output, service, options=options, ra_column=ra_column,
+                                dec_column=dec_column, id_column=id_column, progress=progress)
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"{summary.rows} rows: {summary.fetched} fetched, {summary.cached} already there, "
+               f"{summary.failed} failed (reasons in {summary.manifest})")
     if summary.rows and summary.failed == summary.rows:
         raise typer.Exit(code=1)
 
@@ -89,15 +180,17 @@ def train(
     max_rows: Annotated[Optional[int], typer.Option(help="Train on a seeded random subset of this many rows.")] = None,
     workers: WorkersOption = None,
     augment: Annotated[bool, typer.Option(help="Rotations, mirror flips (winding labels swapped) and zoom.")] = True,
-    framing: Annotated[bool, typer.Option(help="Crop around the central galaxy so that it spans --frame-fill of the input.")] = False,
-    frame_fill: Annotated[float, typer.Option(help="With --framing: the galaxy's diameter as a fraction of the input side.")] = 0.5,
+    survey_augment: Annotated[bool, typer.Option(help="With --augment: blur, colour stretch, noise and JPEG changes.")] = True,
+    framing: Annotated[bool, typer.Option(help="Crop around the central galaxy so that it spans --frame-fill of the input.")] = True,
+    frame_fill: Annotated[float, typer.Option(help="With --framing: twice the half-light radius as a fraction of the input side.")] = Preprocessing().frame_fill,
 ) -> None:
     """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
-    from galaxymorph.config import Preprocessing
+    from galaxymorph.preprocess.augment import SurveyAugmentation
 
     _run_training(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_rows=max_rows,
-                  workers=workers, augment=augment, preprocessing=Preprocessing(framing=framing, frame_fill=frame_fill))
+                  workers=workers, augment=augment, survey_augmentation=SurveyAugmentation() if survey_augment else None,
+                  preprocessing=Preprocessing(framing=framing, frame_fill=frame_fill))
 
 
 def _run_training(*, workers: int | None, **settings) -> None:
@@ -207,7 +300,6 @@ def models_show(
     """Layer-by-layer summary and the prediction for a random image."""
     import torch
 
-    from galaxymorph.config import Preprocessing
     from galaxymorph.errors import GalaxyMorphError
     from galaxymorph.models import bundled_models, create_model, load_model, logits_to_probabilities
     from galaxymorph.models.summary import layer_summary

@@ -54,10 +54,10 @@ class Preprocessing:
     crop_fraction: float = CROP_FRACTION
     fits_softening: float = 5.0
     fits_white_percentile: float = 99.8
-    framing: bool = False
-    """Find the central galaxy and crop around it so that its diameter (twice its 90%-light radius)
-    spans `frame_fill` of the model input; `crop_fraction` is the fallback where none is found."""
-    frame_fill: float = 0.5
+    framing: bool = True
+    """Find the central galaxy and crop around it so that twice its half-light radius spans
+    `frame_fill` of the model input; `crop_fraction` is the fallback where none is found."""
+    frame_fill: float = 0.35
 
     def __post_init__(self) -> None:
         if self.image_size < MIN_IMAGE_SIZE:
@@ -74,6 +74,17 @@ class Preprocessing:
     def from_dict(cls, values: dict) -> Preprocessing:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def astro_db_host() -> str | None:
+    """`ASTRO_DB_HOST`: a host name, or a full `scheme://host:port` URL, that replaces the cutout
+    services' default host (a mirror, or a local server)."""
+    return os.environ.get("ASTRO_DB_HOST") or None
+
+
+def sdss_api_key() -> str | None:
+    """`SDSS_API_KEY`: the credential sent to the SDSS cutout service, when set."""
+    return os.environ.get("SDSS_API_KEY") or None
 
 
 def cache_dir() -> Path:

@@ -112,7 +112,7 @@ class Classifier:
         confident = (np.abs(p_spiral - 0.5) >= CONFIDENT_MARGIN) & ~(spread > CONFIDENT_MAX_STD)
         rows = []
         for i, (item, error) in enumerate(zip(items, errors)):
-            row = {"id": item.id, "file": str(item.file), "label": "", "p_spiral": float(p_spiral[i]),
+            row = {**item.columns, "id": item.id, "file": str(item.file or ""), "label": "", "p_spiral": float(p_spiral[i]),
                    "p_spiral_std": float(spread[i]), "confident": bool(confident[i])}
             if not error:
                 predicted = self.classes[int(np.argmax(probabilities[i]))]

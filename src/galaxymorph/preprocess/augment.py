@@ -3,15 +3,20 @@
 A galaxy has no preferred orientation, so any rotation keeps its class; a mirror flip keeps its
 class too, except that it reverses the winding of spiral arms, so mirrored clockwise spirals become
 anticlockwise ones. A small zoom jitter makes the model less sensitive to the galaxy's apparent size.
+`survey_augment` then makes one survey's images look like another's: coarser resolution, other
+colour stretches, more noise, stronger JPEG compression.
 """
 
 from __future__ import annotations
 
+import io
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 
 def symmetry_augment(
@@ -36,6 +41,66 @@ def symmetry_augment(
     permutation = torch.as_tensor(mirror_permutation)
     targets = torch.where(mirrored, permutation[targets], targets)
     return _resample(images, theta, output_size), targets
+
+
+@dataclass(frozen=True)
+class SurveyAugmentation:
+    """How strongly `survey_augment` perturbs an image; each perturbation hits a random share of them.
+
+    Blur: downsampled by a factor up to `max_downsample` (area average) and resampled back up, as a
+    galaxy that spans fewer pixels or a coarser pixel scale looks once framed. Stretch: intensity to
+    a power (gamma) drawn log-uniformly up to `max_gamma_factor` either way, and per-band gains up to
+    `max_band_gain` either way. Noise: Gaussian, standard deviation up to `max_noise`. JPEG: quality
+    drawn from `jpeg_quality`.
+    """
+
+    share: float = 0.5
+    max_downsample: float = 3.0
+    max_gamma_factor: float = 2.0
+    max_band_gain: float = 1.25
+    max_noise: float = 0.04
+    jpeg_share: float = 0.25
+    jpeg_quality: tuple[int, int] = (20, 90)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def survey_augment(images: torch.Tensor, generator: torch.Generator,
+                   settings: SurveyAugmentation = SurveyAugmentation()) -> torch.Tensor:
+    """Perturb a float batch (N, C, S, S) in [0, 1] like other surveys' cutouts; returns a new batch."""
+    count, channels, size = images.shape[0], images.shape[1], images.shape[-1]
+
+    def chosen(share: float) -> torch.Tensor:
+        return torch.rand(count, generator=generator) < share
+
+    def log_uniform(limit: float, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.exp((2 * torch.rand(shape, generator=generator) - 1) * math.log(limit))
+
+    images = images.clone()
+    factors = 1 + torch.rand(count, generator=generator) * (settings.max_downsample - 1)
+    for i in torch.nonzero(chosen(settings.share)).flatten().tolist():
+        small = max(4, int(round(size / float(factors[i]))))
+        reduced = F.interpolate(images[i:i + 1], size=(small, small), mode="area")
+        images[i] = F.interpolate(reduced, size=(size, size), mode="bilinear", align_corners=False)[0]
+    stretched = chosen(settings.share)
+    gammas = torch.where(stretched, log_uniform(settings.max_gamma_factor, (count,)), 1.0)
+    gains = torch.where(stretched[:, None], log_uniform(settings.max_band_gain, (count, channels)), 1.0)
+    images = images.clamp(0, 1) ** gammas[:, None, None, None] * gains[:, :, None, None]
+    noise = torch.where(chosen(settings.share), torch.rand(count, generator=generator) * settings.max_noise, 0.0)
+    images = (images + noise[:, None, None, None] * torch.randn(images.shape, generator=generator)).clamp(0, 1)
+    qualities = torch.randint(settings.jpeg_quality[0], settings.jpeg_quality[1] + 1, (count,), generator=generator)
+    for i in torch.nonzero(chosen(settings.jpeg_share)).flatten().tolist():
+        images[i] = _jpeg_round_trip(images[i], int(qualities[i]))
+    return images
+
+
+def _jpeg_round_trip(image: torch.Tensor, quality: int) -> torch.Tensor:
+    pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    decoded = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(decoded).permute(2, 0, 1)
 
 
 def centre_view(images: torch.Tensor, output_size: int) -> torch.Tensor:

@@ -34,6 +34,9 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 FRAMING_WORK_SIZE = 96
 """The central galaxy is searched for on a copy reduced by a whole factor to about this side."""
+SMALL_GALAXY = 1 / 16
+"""A galaxy whose half-light radius is under this share of the searched region is measured again on
+the central half at twice the resolution."""
 
 
 @dataclass(frozen=True)
@@ -108,22 +111,32 @@ def _crop_box(width: int, height: int, crop_fraction: float) -> tuple[float, flo
 
 
 def _frame_box(width: int, height: int, preprocessing: Preprocessing,
-               reduced_intensity: Callable[[int], np.ndarray]) -> tuple[tuple[float, float, float, float], bool | None]:
+               reduced_intensity: Callable[[tuple[int, int, int], int], np.ndarray],
+               ) -> tuple[tuple[float, float, float, float], bool | None]:
     """The crop box: around the central galaxy when framing is on and finds one, else the fixed crop.
 
-    `reduced_intensity(factor)` gives the image's intensity reduced by a whole factor.
+    `reduced_intensity((left, top, side), factor)` gives the intensity of a square region reduced by
+    a whole factor. The galaxy is searched for on the whole image reduced to about
+    `FRAMING_WORK_SIZE` px; while it looks small there, the search zooms into the central half, so
+    that small galaxies are measured with enough pixels.
     """
     fixed = _crop_box(width, height, preprocessing.crop_fraction)
     if not preprocessing.framing:
         return fixed, None
-    factor = max(1, min(width, height) // FRAMING_WORK_SIZE)
-    source = find_central_source(reduced_intensity(factor))
-    if not source.found:
-        return fixed, False
-    x, y = (source.x + 0.5) * factor, (source.y + 0.5) * factor
-    side = float(np.clip(2 * source.radius_90 * factor / preprocessing.frame_fill, MIN_IMAGE_SIZE, min(width, height)))
-    left, top = float(np.clip(x - side / 2, 0, width - side)), float(np.clip(y - side / 2, 0, height - side))
-    return (left, top, left + side, top + side), True
+    side = min(width, height)
+    while True:
+        factor = max(1, side // FRAMING_WORK_SIZE)
+        window = ((width - side) // 2, (height - side) // 2, side)
+        source = find_central_source(reduced_intensity(window, factor))
+        if not source.found:
+            return fixed, False
+        if factor == 1 or source.radius_50 * factor > side * SMALL_GALAXY:
+            break
+        side //= 2
+    x, y = window[0] + (source.x + 0.5) * factor, window[1] + (source.y + 0.5) * factor
+    crop = float(np.clip(2 * source.radius_50 * factor / preprocessing.frame_fill, MIN_IMAGE_SIZE, min(width, height)))
+    left, top = float(np.clip(x - crop / 2, 0, width - crop)), float(np.clip(y - crop / 2, 0, height - crop))
+    return (left, top, left + crop, top + crop), True
 
 
 def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
@@ -132,8 +145,9 @@ def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
     Resampling in floating point (one rounding, none between the horizontal and vertical passes)
     keeps the framing exactly equivariant under 90-degree rotations and mirror flips.
     """
-    def reduced_intensity(factor: int) -> np.ndarray:
-        grey = image.convert("L")
+    def reduced_intensity(window: tuple[int, int, int], factor: int) -> np.ndarray:
+        left, top, side = window
+        grey = image.crop((left, top, left + side, top + side)).convert("L")
         return np.asarray(grey.reduce(factor) if factor > 1 else grey, dtype=np.float32) / 255.0
 
     (left, top, right, bottom), found = _frame_box(image.width, image.height, preprocessing, reduced_intensity)
@@ -149,9 +163,11 @@ def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
     """Crop and resize a (3, H, W) float array in [0, 1]."""
     height, width = bands.shape[1:]
 
-    def reduced_intensity(factor: int) -> np.ndarray:
-        intensity = bands.mean(axis=0)[: height // factor * factor, : width // factor * factor]
-        return intensity.reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
+    def reduced_intensity(window: tuple[int, int, int], factor: int) -> np.ndarray:
+        left, top, side = window
+        cells = side // factor
+        intensity = bands[:, top:top + cells * factor, left:left + cells * factor].mean(axis=0)
+        return intensity.reshape(cells, factor, cells, factor).mean(axis=(1, 3))
 
     box, found = _frame_box(width, height, preprocessing, reduced_intensity)
     return ModelInput(_resample_bands(bands, box, preprocessing.image_size), found)

@@ -4,8 +4,9 @@ The sky level and its noise come from the median and the median absolute deviati
 After a 3x3 mean filter, pixels more than `DETECTION_SIGMA` noise levels above the sky are source
 pixels; the central source is the connected group of them (8-connectivity, at least `MIN_AREA`
 pixels) that holds the most light within the central `CENTRE_WINDOW` of the image. Its size is
-`radius_90`, the radius around its light-weighted centre that encloses 90% of its sky-subtracted
-light.
+`radius_50`, the radius around its light-weighted centre that encloses half of its sky-subtracted
+light: the half-light radius changes little when faint outskirts or a faint neighbour join the
+detection, unlike radii that enclose most of the light.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ class CentralSource:
     found: bool
     x: float = 0.0
     y: float = 0.0
-    radius_90: float = 0.0
+    radius_50: float = 0.0
 
 
 def find_central_source(intensity: np.ndarray) -> CentralSource:
-    """Segment the central source of a 2-D image and measure its centre and 90%-light radius."""
+    """Segment the central source of a 2-D image and measure its centre and half-light radius."""
     from scipy import ndimage
 
     image = np.asarray(intensity, dtype=np.float64)
@@ -61,5 +62,5 @@ def find_central_source(intensity: np.ndarray) -> CentralSource:
     x, y = float((weights * xs).sum() / total), float((weights * ys).sum() / total)
     distance = np.hypot(xs - x, ys - y)
     order = np.argsort(distance)
-    radius_90 = float(distance[order][np.searchsorted(np.cumsum(weights[order]) / total, 0.9)])
-    return CentralSource(True, x, y, max(radius_90, 1.0))
+    radius_50 = float(distance[order][np.searchsorted(np.cumsum(weights[order]) / total, 0.5)])
+    return CentralSource(True, x, y, max(radius_50, 0.5))

@@ -21,11 +21,13 @@ from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.metrics import binary_summary
 from galaxymorph.models import GalaxyClassifier, create_model, load_model, logits_to_probabilities, save_checkpoint
-from galaxymorph.preprocess.augment import centre_view, symmetry_augment
+from galaxymorph.preprocess.augment import SurveyAugmentation, centre_view, survey_augment, symmetry_augment
 from galaxymorph.training.data import choose_classes, decode_catalog, stratified_split, training_preprocessing
 
 
 RECALIBRATION_IMAGES = 1024
+ZOOM_RANGE = (0.7, 1.4)
+"""Zoom jitter of training images: framing measures galaxy sizes to about this precision."""
 
 
 @dataclass
@@ -43,6 +45,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     class_weight_power: float = 0.5
     augment: bool = True
+    survey_augmentation: SurveyAugmentation | None = field(default_factory=SurveyAugmentation)
+    """With `augment`: blur, colour-stretch, noise and JPEG changes that mimic other surveys (None: off)."""
     seed: int = SPLIT_SEED
     split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     max_rows: int | None = None
@@ -248,7 +252,10 @@ def train(config: TrainConfig) -> Path:
             batch, batch_targets = torch.from_numpy(images[rows]), torch.from_numpy(target_array[rows])
             if config.augment:
                 batch, batch_targets = symmetry_augment(batch, batch_targets, output_size=preprocessing.image_size,
-                                                        mirror_permutation=permutation, generator=generator)
+                                                        mirror_permutation=permutation, generator=generator,
+                                                        zoom_range=ZOOM_RANGE)
+                if config.survey_augmentation is not None:
+                    batch = survey_augment(batch, generator, config.survey_augmentation)
             else:
                 batch = centre_view(batch, preprocessing.image_size)
             for group in optimizer.param_groups:
@@ -284,7 +291,9 @@ def train(config: TrainConfig) -> Path:
             "seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
             "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
             "class_weight_power": config.class_weight_power, "class_weights": weights.tolist(),
-            "class_weight_prior_removed": True, "augment": config.augment, "init_from": config.init_from,
+            "class_weight_prior_removed": True, "augment": config.augment, "zoom_range": list(ZOOM_RANGE),
+            "survey_augmentation": config.survey_augmentation.to_dict() if config.survey_augmentation else None,
+            "init_from": config.init_from,
             "freeze_epochs": config.freeze_epochs, "unfrozen_blocks": config.unfrozen_blocks,
             "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay",
             "history": history,

@@ -1,0 +1,78 @@
+"""Fetch + classify as one streaming pipeline against a local cutout server with added latency.
+
+Usage: python benchmarks/fetch_classify.py [--positions 2000] [--latency 0.1] [--concurrency 32]
+
+The server (galaxymorph.remote.local_server, SDSS protocol, 424 px JPEGs) runs in its own process
+and sleeps `latency` seconds in every answer. The pipeline (`classify --fetch`: downloads on an
+event loop, decoding in worker processes, inference in the main thread) starts with an empty
+cache. Two floors: classifying the same images from disk once fetched, and positions x latency /
+concurrency (the downloads alone, perfectly overlapped). Goal: the pipeline within 1.25x of the
+larger floor, i.e. downloads and compute overlap instead of adding up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+
+def serve(port_queue: multiprocessing.Queue, latency: float) -> None:
+    from galaxymorph.remote.local_server import LocalCutoutServer, prerender
+
+    prerender(424)
+    with LocalCutoutServer(latency=latency) as server:
+        port_queue.put(server.url)
+        while True:
+            time.sleep(3600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--positions", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds added to every answer")
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    from galaxymorph.prediction import PredictOptions, classify
+    from galaxymorph.remote import CutoutCache, CutoutService, FetchOptions, iter_fetched_rows
+
+    urls: multiprocessing.Queue = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve, args=(urls, args.latency), daemon=True)
+    server.start()
+    os.environ["ASTRO_DB_HOST"] = urls.get(timeout=120)
+    os.environ.setdefault("SDSS_API_KEY", "benchmark")
+    options = PredictOptions()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        catalog = scratch / "positions.csv"
+        catalog.write_text("id,ra,dec\n" + "".join(f"p{i},{(i * 0.37) % 360:.5f},{-30 + (i * 0.011) % 60:.5f}\n"
+                                                   for i in range(args.positions)))
+        cache = CutoutCache(scratch / "cache")
+        fetch_options = FetchOptions(concurrency=args.concurrency, rate_limit=0)
+        started = time.perf_counter()
+        rows = iter_fetched_rows(catalog, CutoutService("sdss"), cache, options=fetch_options)
+        summary = classify(rows, scratch / "fetched.csv", options=options)
+        pipeline = time.perf_counter() - started
+        files = sorted(cache.root.rglob("*.jpeg"))
+        started = time.perf_counter()
+        classify(files, scratch / "disk.csv", options=options)
+        from_disk = time.perf_counter() - started
+    server.terminate()
+    download_floor = args.positions * args.latency / args.concurrency
+    floor = max(from_disk, download_floor)
+    print(f"# fetch + classify, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
+          f"{args.positions} positions, {args.latency * 1000:.0f} ms latency, concurrency {args.concurrency}")
+    print(f"rows {summary.rows}, failed {summary.failed}, cutouts on disk {len(files)}")
+    print(f"fetch + classify: {pipeline:.2f} s ({args.positions / pipeline:.0f} images/s)")
+    print(f"floor 1, classify the same images from disk: {from_disk:.2f} s")
+    print(f"floor 2, positions x latency / concurrency: {download_floor:.2f} s")
+    print(f"ratio to the larger floor: {pipeline / floor:.2f} (goal <= 1.25)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Fetching cutouts from a real HTTP server on 127.0.0.1 that speaks the SDSS and Legacy Survey protocols."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from galaxymorph import load_image
+from galaxymorph.catalog import iter_sky_positions
+from galaxymorph.errors import CatalogError
+from galaxymorph.remote import CutoutCache, CutoutService, CutoutSettings, FetchOptions, fetch_catalog
+from galaxymorph.remote.local_server import FAULTS, LocalCutoutServer, cutout_bytes
+from galaxymorph.remote.services import resolve_base_url
+
+QUICK = FetchOptions(concurrency=8, rate_limit=0, timeout=0.5, retries=4, backoff=0.02)
+
+
+def positions_catalog(path: Path, count: int, *extra_rows: str) -> Path:
+    lines = ["name,ra,dec,redshift"] + [f"g{i},{150 + i * 0.01:.4f},{2 + i * 0.01:.4f},0.0{i % 10}" for i in range(count)]
+    path.write_text("\n".join(lines + list(extra_rows)) + "\n")
+    return path
+
+
+def manifest_rows(summary) -> list[dict]:
+    with open(summary.manifest, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def local_host(monkeypatch):
+    """Point every cutout service at a fault-free local server."""
+    with LocalCutoutServer() as server:
+        monkeypatch.setenv("ASTRO_DB_HOST", server.url)
+        monkeypatch.setenv("SDSS_API_KEY", "test-key")
+        yield server
+
+
+def test_faults_on_a_third_of_first_attempts_are_recovered(tmp_path, monkeypatch):
+    catalog = positions_catalog(tmp_path / "positions.csv", 90, "south,150.0,-89.5,0.1", "broken,abc,2.0,0.1")
+    with LocalCutoutServer(fault_rate=1 / 3, slow_seconds=1.5) as server:
+        monkeypatch.setenv("ASTRO_DB_HOST", server.url)
+        monkeypatch.setenv("SDSS_API_KEY", "test-key")
+        summary = fetch_catalog(catalog, tmp_path / "out", CutoutService("sdss"), options=QUICK, id_column="name")
+    assert set(server.log.faults) == set(FAULTS)
+    assert 15 <= sum(server.log.faults.values()) <= 45
+    rows = {row["name"]: row for row in manifest_rows(summary)}
+    assert summary.rows == 92 and summary.fetched == 90 and summary.failed == 2
+    for i in range(90):
+        row = rows[f"g{i}"]
+        assert row["status"] == "fetched" and float(row["redshift"]) == (i % 10) / 100
+        expected = cutout_bytes(float(row["ra"]), float(row["dec"]), 424, "jpeg")
+        assert (tmp_path / "out" / row["file"]).read_bytes() == expected
+    assert rows["south"]["status"] == "failed" and "HTTP 404" in rows["south"]["error"]
+    assert rows["broken"]["status"] == "failed" and "not readable angles" in rows["broken"]["error"]
+    assert not list((tmp_path / "out").rglob("*.part"))
+
+
+def test_a_request_that_keeps_failing_is_reported_and_the_run_goes_on(tmp_path, monkeypatch):
+    catalog = positions_catalog(tmp_path / "positions.csv", 6)
+    with LocalCutoutServer(fault_rate=0.5, faults=("error_500",), faulty_attempts=99) as server:
+        monkeypatch.setenv("ASTRO_DB_HOST", server.url)
+        summary = fetch_catalog(catalog, tmp_path / "out", CutoutService("legacy"),
+                                options=FetchOptions(rate_limit=0, retries=2, backoff=0.01))
+    failed = [row for row in manifest_rows(summary) if row["status"] == "failed"]
+    assert 0 < len(failed) < 6 and summary.fetched == 6 - len(failed)
+    assert all(row["error"] == "gave up after 3 attempts: HTTP 500" and row["attempts"] == "3" for row in failed)
+
+
+def test_retry_after_is_honoured(tmp_path, local_host):
+    catalog = positions_catalog(tmp_path / "positions.csv", 3)
+    with LocalCutoutServer(fault_rate=1.0, faults=("too_many_requests",), retry_after=1) as server:
+        os.environ["ASTRO_DB_HOST"] = server.url
+        started = time.perf_counter()
+        summary = fetch_catalog(catalog, tmp_path / "out", CutoutService("sdss"),
+                                options=FetchOptions(rate_limit=0, backoff=0.01))
+        elapsed = time.perf_counter() - started
+    assert summary.fetched == 3 and elapsed >= 1.0
+    assert all(row["attempts"] == "2" for row in manifest_rows(summary))
+
+
+def test_rerun_fetches_only_what_is_missing(tmp_path, local_host):
+    catalog = positions_catalog(tmp_path / "positions.csv", 12)
+    first = fetch_catalog(catalog, tmp_path / "out", CutoutService("sdss"), options=QUICK)
+    requests_after_first = len(local_host.log.requests)
+    second = fetch_catalog(catalog, tmp_path / "out", CutoutService("sdss"), options=QUICK)
+    assert (first.fetched, second.fetched, second.cached) == (12, 0, 12)
+    assert len(local_host.log.requests) == requests_after_first
+
+
+def test_rate_limit_spaces_requests(tmp_path, local_host):
+    catalog = positions_catalog(tmp_path / "positions.csv", 6)
+    started = time.perf_counter()
+    fetch_catalog(catalog, tmp_path / "out", CutoutService("sdss"), options=FetchOptions(concurrency=6, rate_limit=10))
+    assert time.perf_counter() - started >= 0.45  # 6 starts at most 10 a second: the last after 0.5 s
+
+
+def test_killed_fetch_resumes_without_downloading_finished_rows(tmp_path, monkeypatch):
+    catalog = positions_catalog(tmp_path / "positions.csv", 300)
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "galaxymorph", "fetch", str(catalog), "-o", str(output), "--concurrency", "4",
+               "--rate-limit", "0", "--no-progress"]
+    monkeypatch.setenv("SDSS_API_KEY", "test-key")
+    with LocalCutoutServer(latency=0.05) as server:
+        environment = {**os.environ, "ASTRO_DB_HOST": server.url}
+        run = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(list(output.rglob("*.jpeg"))) < 40 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        time.sleep(0.5)  # requests the killed run had already sent reach the log
+        finished = {path.name for path in output.rglob("*.jpeg")}
+        assert 40 <= len(finished) < 300
+        requests_before = len(server.log.requests)
+        rerun = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        second_run = server.log.requests[requests_before:]
+        service = CutoutService("sdss", base_url=server.url)
+    requested = {CutoutCache(output).path_for(service.request(float(q["ra"]), float(q["dec"]))).name for _, q, _ in second_run}
+    assert not requested & finished
+    assert len(requested) == 300 - len(finished)
+    rows = list(csv.DictReader(open(output / "manifest.csv")))
+    assert len(rows) == 300 and {row["status"] for row in rows} == {"fetched", "cached"}
+    assert sum(row["status"] == "cached" for row in rows) == len(finished)
+    assert not list(output.rglob("*.part"))
+    for path in output.rglob("*.jpeg"):
+        Image.open(path).load()  # every file in the cache is a whole image
+
+
+def test_api_key_reaches_the_server_and_nowhere_else(tmp_path, monkeypatch):
+    secret = "sk-never-print-me-4711"
+    monkeypatch.setenv("SDSS_API_KEY", secret)
+    catalog = positions_catalog(tmp_path / "positions.csv", 5, "south,150.0,-89.5,0.1")
+    with LocalCutoutServer(fault_rate=0.5) as server:
+        environment = {**os.environ, "ASTRO_DB_HOST": server.url}
+        fetched = subprocess.run([sys.executable, "-m", "galaxymorph", "fetch", str(catalog), "-o", str(tmp_path / "out"),
+                                  "--rate-limit", "0", "--timeout", "1"], env=environment, capture_output=True, text=True)
+        classified = subprocess.run([sys.executable, "-m", "galaxymorph", "classify", str(catalog), "--fetch",
+                                     "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "morphology.csv"),
+                                     "--rate-limit", "0", "--timeout", "1", "--workers", "0"],
+                                    env=environment, capture_output=True, text=True)
+    assert fetched.returncode == 0 and classified.returncode == 0, fetched.stderr + classified.stderr
+    assert {key for _, _, key in server.log.requests} == {secret}
+    written = [fetched.stdout, fetched.stderr, classified.stdout, classified.stderr]
+    written += [path.read_text(errors="replace") for path in tmp_path.rglob("*.csv")]
+    assert not any(secret in text for text in written)
+    service = CutoutService("sdss")
+    assert service.headers() == {"X-Auth-Token": secret}
+    assert secret not in repr(service) + str(vars(service))
+
+
+def test_missing_key_warns_once_and_uses_the_public_service(tmp_path, monkeypatch):
+    import galaxymorph.remote.services as services
+
+    monkeypatch.delenv("SDSS_API_KEY", raising=False)
+    monkeypatch.setattr(services, "_warned_no_key", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CutoutService("sdss"), CutoutService("sdss"), CutoutService("legacy")
+    assert [str(w.message) for w in caught] == ["SDSS_API_KEY is not set: using the public, unauthenticated SDSS cutout service"]
+    assert CutoutService("sdss").headers() == {}
+
+
+def test_classify_fetch_keeps_the_catalog_columns(tmp_path, local_host):
+    from typer.testing import CliRunner
+
+    from galaxymorph.cli import app
+
+    catalog = positions_catalog(tmp_path / "positions.csv", 10, "south,150.0,-89.5,0.1")
+    output = tmp_path / "morphology.csv"
+    result = CliRunner().invoke(app, ["classify", str(catalog), "--fetch", "--cache-dir", str(tmp_path / "cache"),
+                                      "-o", str(output), "--id-column", "name", "--rate-limit", "0", "--workers", "0",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(output)))
+    assert [row["name"] for row in rows] == [f"g{i}" for i in range(10)] + ["south"]
+    assert all(row["label"] in ("elliptical", "spiral") and row["redshift"] for row in rows[:10])
+    assert rows[-1]["label"] == "" and "HTTP 404" in rows[-1]["error"]
+
+
+def test_legacy_fits_cutouts_are_read_as_images(tmp_path, local_host):
+    catalog = positions_catalog(tmp_path / "positions.csv", 2)
+    settings = CutoutSettings(image_format="fits", pixel_scale=0.262, size=256)
+    summary = fetch_catalog(catalog, tmp_path / "out", CutoutService("legacy", settings), options=QUICK)
+    path, query = tmp_path / "out" / manifest_rows(summary)[0]["file"], local_host.log.requests[0][1]
+    assert path.suffix == ".fits" and load_image(path).shape == (3, 64, 64)
+    assert query["layer"] == "ls-dr10" and query["bands"] == "grz" and query["pixscale"] == "0.262"
+    assert local_host.log.requests[0][0] == "/fits-cutout"
+
+
+def test_astro_db_host_replaces_the_host_or_the_whole_base():
+    assert resolve_base_url("https://skyserver.sdss.org/dr18", None) == "https://skyserver.sdss.org/dr18"
+    assert resolve_base_url("https://skyserver.sdss.org/dr18", "mirror.example.org") == "https://mirror.example.org/dr18"
+    assert resolve_base_url("https://skyserver.sdss.org/dr18", "http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+
+
+def test_positions_in_degrees_or_sexagesimal_and_bad_rows(tmp_path):
+    catalog = tmp_path / "positions.csv"
+    catalog.write_text("objid,ra,dec\n1,150.5,2.25\n2,10:00:00,+02:15:00\n3,,1\n4,10,95\n")
+    rows = list(iter_sky_positions(catalog))
+    assert (rows[0].id, rows[0].ra, rows[0].dec) == ("1", 150.5, 2.25)
+    assert rows[1].ra == pytest.approx(150.0) and rows[1].dec == pytest.approx(2.25)
+    assert "row 3" in rows[2].error and "row 4" in rows[3].error and not rows[0].error
+    with pytest.raises(CatalogError, match="'ra_deg'"):
+        list(iter_sky_positions(catalog, ra_column="ra_deg"))
