@@ -43,6 +43,7 @@ def run_job(job: str, folder: Path, workers: int, threads: int | None, tta: bool
     """Run one measurement in a fresh process, so that its peak memory is its own."""
     code = f"""
 import json, resource, time
+from dataclasses import replace
 from pathlib import Path
 from galaxymorph.prediction import PredictOptions, classify
 from galaxymorph.preprocess.parallel import decode_in_batches
@@ -50,10 +51,13 @@ from galaxymorph.models import load_model
 from galaxymorph.sources import iter_inputs
 folder, workers, threads = Path({str(folder)!r}), {workers}, {threads!r}
 loaded = load_model("galaxynet")
+preprocessing = loaded.preprocessing
+if {job!r} == "decode_fixed_crop":
+    preprocessing = replace(preprocessing, framing=False)
 started = time.perf_counter()
-if {job!r} == "decode":
+if {job!r}.startswith("decode"):
     count = 0
-    for batch in decode_in_batches(iter_inputs([folder]), loaded.preprocessing,
+    for batch in decode_in_batches(iter_inputs([folder]), preprocessing,
                                    file_of=lambda row: row.file, batch_size=128, workers=workers):
         count += len(batch.items)
 else:
@@ -68,6 +72,12 @@ print(json.dumps({{"images": count, "seconds": seconds,
     result = json.loads(output.strip().splitlines()[-1])
     result["images_per_s"] = result["images"] / result["seconds"]
     return result
+
+
+def loaded_framing() -> bool:
+    from galaxymorph.models import load_model
+
+    return load_model("galaxynet").preprocessing.framing
 
 
 def main() -> None:
@@ -89,6 +99,9 @@ def main() -> None:
         print(f"{args.images} images, {args.workers} decoding processes, inference threads {args.threads or 'default'}")
         print(f"decode alone : {decode['images_per_s']:8.0f} images/s")
         print(f"classify     : {classify['images_per_s']:8.0f} images/s  ({ratio:.2f} of decode alone; goal >= 0.60)")
+        if loaded_framing():
+            fixed = run_job("decode_fixed_crop", folder, args.workers, args.threads)
+            print(f"decode alone without framing (fixed central crop): {fixed['images_per_s']:8.0f} images/s")
         if args.tta:
             augmented = run_job("classify", folder, args.workers, args.threads, tta=True)
             print(f"classify+TTA : {augmented['images_per_s']:8.0f} images/s  "

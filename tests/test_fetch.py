@@ -95,6 +95,22 @@ def test_rerun_fetches_only_what_is_missing(tmp_path, local_host):
     assert len(local_host.log.requests) == requests_after_first
 
 
+def test_an_unreachable_service_fails_fast_and_cached_cutouts_are_still_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDSS_API_KEY", "test-key")
+    catalog = positions_catalog(tmp_path / "positions.csv", 60)
+    with LocalCutoutServer() as server:
+        service = CutoutService("sdss", base_url=server.url)
+        fetch_catalog(positions_catalog(tmp_path / "first.csv", 5), tmp_path / "out", service, options=QUICK)
+    started = time.perf_counter()  # the server is gone: its port refuses connections
+    summary = fetch_catalog(catalog, tmp_path / "out", service, options=FetchOptions(rate_limit=0, backoff=0.2))
+    assert time.perf_counter() - started < 10  # not 55 rows x 4 retries with backoff
+    rows = manifest_rows(summary)
+    assert [row["status"] for row in rows[:5]] == ["cached"] * 5
+    assert {row["status"] for row in rows[5:]} == {"failed"}
+    assert any("service unreachable" in row["error"] for row in rows) and all("cannot connect" in row["error"]
+               or "service unreachable" in row["error"] for row in rows[5:])
+
+
 def test_rate_limit_spaces_requests(tmp_path, local_host):
     catalog = positions_catalog(tmp_path / "positions.csv", 6)
     started = time.perf_counter()

@@ -17,6 +17,7 @@ __all__ = [
     "Preprocessing",
     "classify",
     "evaluate",
+    "fetch_catalog",
     "load_image",
     "load_model",
     "predict",
@@ -31,6 +32,8 @@ def __getattr__(name: str):
         from galaxymorph import prediction as module
     elif name == "evaluate":
         from galaxymorph import evaluation as module
+    elif name == "fetch_catalog":
+        from galaxymorph import remote as module
     elif name == "load_image":
         from galaxymorph import preprocess as module
     elif name == "load_model":

@@ -34,6 +34,9 @@ from galaxymorph.remote.services import CutoutRequest, CutoutService
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 MAX_CUTOUT_BYTES = 64 << 20
+UNREACHABLE_AFTER = 20
+"""Failed connections in a row after which a service counts as down: the remaining rows fail at
+once (cached cutouts are still used) instead of each waiting through its retries."""
 CONNECTIONS_PER_CLIENT = 4
 CONTENT_TYPES = {".jpeg": ("image/jpeg", "image/jpg"),
                  ".fits": ("application/fits", "image/fits", "application/octet-stream")}
@@ -135,6 +138,20 @@ def check_cutout(content: bytes, content_type: str, request: CutoutRequest) -> N
         raise InvalidCutout(f"answer does not decode as an image ({exc})") from exc
 
 
+class ServiceHealth:
+    """Counts connection failures in a row; any answer from the service resets the count."""
+
+    def __init__(self) -> None:
+        self.failures_in_a_row = 0
+
+    @property
+    def down(self) -> bool:
+        return self.failures_in_a_row >= UNREACHABLE_AFTER
+
+    def record(self, connected: bool) -> None:
+        self.failures_in_a_row = 0 if connected else self.failures_in_a_row + 1
+
+
 class RateLimiter:
     """At most `rate` starts a second (0: unlimited), spaced evenly."""
 
@@ -158,7 +175,7 @@ async def fetch_cutouts(positions: Iterable[SkyPosition], service: CutoutService
                         options: FetchOptions = FetchOptions()) -> AsyncIterator[FetchResult]:
     """Fetch the cutout of each position; yields one `FetchResult` per position, in input order."""
     cache.remove_stale_partials()
-    limiter = RateLimiter(options.rate_limit)
+    limiter, health = RateLimiter(options.rate_limit), ServiceHealth()
     slots = asyncio.Semaphore(options.concurrency)
     async with AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(client) for client in _clients(service, options)]
@@ -170,8 +187,7 @@ async def fetch_cutouts(positions: Iterable[SkyPosition], service: CutoutService
             path = cache.path_for(request)
             if path.is_file():
                 return FetchResult(position, path, "cached")
-            async with slots:
-                return await _fetch_with_retries(client, request, position, cache, limiter, options)
+            return await _fetch_with_retries(client, request, position, cache, limiter, slots, health, options)
 
         pending: deque[asyncio.Task[FetchResult]] = deque()
         try:
@@ -188,7 +204,7 @@ async def fetch_cutouts(positions: Iterable[SkyPosition], service: CutoutService
 
 def _clients(service: CutoutService, options: FetchOptions) -> list[httpx.AsyncClient]:
     """HTTP clients sharing the connections: httpx's pool does work proportional to its size for
-    every request, so many small pools cost far less CPU than one large one."""
+    every request, so several small pools cost less CPU than one large one."""
     count = math.ceil(options.concurrency / CONNECTIONS_PER_CLIENT)
     size = math.ceil(options.concurrency / count)
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
@@ -198,26 +214,37 @@ def _clients(service: CutoutService, options: FetchOptions) -> list[httpx.AsyncC
 
 
 async def _fetch_with_retries(client: httpx.AsyncClient, request: CutoutRequest, position: SkyPosition,
-                              cache: CutoutCache, limiter: RateLimiter, options: FetchOptions) -> FetchResult:
+                              cache: CutoutCache, limiter: RateLimiter, slots: asyncio.Semaphore,
+                              health: ServiceHealth, options: FetchOptions) -> FetchResult:
+    """One position's request, retried; a slot of `slots` is held only while a request is in flight,
+    not during backoff waits or the checks and the write."""
     reason, retry_after = "", None
     for attempt in range(1, options.retries + 2):
+        if health.down:
+            return FetchResult(position, None, "failed", attempt - 1,
+                               f"service unreachable ({health.failures_in_a_row} failed connections in a row)")
         if attempt > 1:
             await asyncio.sleep(_backoff(attempt - 1, options) if retry_after is None else retry_after)
         retry_after = None
-        await limiter.wait()
         try:
-            async with client.stream("GET", request.url, params=request.params) as response:
-                if response.status_code in RETRY_STATUSES:
-                    reason = f"HTTP {response.status_code}"
-                    retry_after = _retry_after_seconds(response.headers.get("retry-after"), options.max_backoff)
-                    continue
-                if response.status_code != 200:
-                    return FetchResult(position, None, "failed", attempt, f"refused: HTTP {response.status_code}")
-                content_type = response.headers.get("content-type", "")
-                content = await _read_body(response)
+            async with slots:
+                await limiter.wait()
+                async with client.stream("GET", request.url, params=request.params) as response:
+                    health.record(connected=True)
+                    if response.status_code in RETRY_STATUSES:
+                        reason = f"HTTP {response.status_code}"
+                        retry_after = _retry_after_seconds(response.headers.get("retry-after"), options.max_backoff)
+                        continue
+                    if response.status_code != 200:
+                        return FetchResult(position, None, "failed", attempt, f"refused: HTTP {response.status_code}")
+                    content_type = response.headers.get("content-type", "")
+                    content = await _read_body(response)
             # Decoding and the atomic write run in a thread, so that the event loop never waits on them.
             return FetchResult(position, await asyncio.to_thread(_check_and_store, cache, request, content_type, content),
                                "fetched", attempt)
+        except httpx.ConnectError as exc:
+            reason = f"cannot connect ({exc or type(exc).__name__})"
+            health.record(connected=False)
         except httpx.TimeoutException:
             reason = f"timed out after {options.timeout:g} s"
         except httpx.TransportError as exc:
@@ -279,8 +306,11 @@ def iter_fetched(positions: Iterable[SkyPosition], service: CutoutService, cache
 
     async def produce() -> None:
         async for result in fetch_cutouts(positions, service, cache, options):
-            if not await asyncio.to_thread(put, result):
-                return
+            try:
+                results.put_nowait(result)
+            except queue.Full:  # the caller is behind: wait for room without blocking the event loop
+                if not await asyncio.to_thread(put, result):
+                    return
 
     def run() -> None:
         try:

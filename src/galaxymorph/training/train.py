@@ -26,7 +26,7 @@ from galaxymorph.training.data import choose_classes, decode_catalog, stratified
 
 
 RECALIBRATION_IMAGES = 1024
-ZOOM_RANGE = (0.7, 1.4)
+ZOOM_RANGE = (0.8, 1.25)
 """Zoom jitter of training images: framing measures galaxy sizes to about this precision."""
 
 
