@@ -150,6 +150,44 @@ def fetch(
 
 
 @app.command()
+def explain(
+    images: Annotated[list[Path], typer.Argument(help="Image files to explain.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs and .npy maps.")] = Path("explanations"),
+    model: ModelOption = DEFAULT_MODEL,
+    method: Annotated[str, typer.Option(help="gradcam (last convolutional block), smoothgrad or integrated_gradients.")] = "gradcam",
+    target: Annotated[Optional[str], typer.Option(help="Class to explain (default: the predicted class).")] = None,
+    feature_maps: Annotated[bool, typer.Option("--feature-maps", help="Also draw every convolutional layer's maps as grids.")] = False,
+) -> None:
+    """Show what the model looked at: per image, STEM.png (input, overlay, map, probability) and STEM.npy (the map)."""
+    from galaxymorph import explain as explanations
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.models import load_model
+
+    try:
+        loaded = load_model(model)
+        if method not in explanations.METHODS:
+            raise ValueError(f"--method must be one of {', '.join(explanations.METHODS)}, got {method!r}")
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    failed = 0
+    for path in images:
+        try:
+            explanation = explanations.explain(loaded, path, method=method, target=target)
+            written = explanations.save_explanation(explanation, output, path.stem)
+            if feature_maps:
+                written += tuple(explanations.save_feature_maps(explanations.feature_maps(loaded, explanation.image),
+                                                                output, path.stem))
+        except (GalaxyMorphError, ValueError) as error:
+            failed += 1
+            typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+            continue
+        typer.echo(f"{path}: {explanation.target} {explanation.probabilities[explanation.target]:.1%} -> "
+                   + ", ".join(str(w) for w in written))
+    if failed == len(images):
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def demo(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the images, catalog and contact sheet.")] = Path("galaxymorph-demo"),
     count: Annotated[int, typer.Option(help="Number of example galaxies.")] = 12,

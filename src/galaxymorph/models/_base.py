@@ -40,6 +40,10 @@ class GalaxyClassifier(nn.Module):
         """The blocks before the output layer, from the input on; fine-tuning unfreezes the last ones."""
         raise NotImplementedError
 
+    def last_conv_block(self) -> nn.Module:
+        """The last convolutional block, whose activations class-activation maps weigh."""
+        raise NotImplementedError
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(images))
 

@@ -52,6 +52,9 @@ class GalaxyNet(GalaxyClassifier):
     def feature_blocks(self) -> list[nn.Module]:
         return [self.stem, self.stage1, self.stage2, self.stage3]
 
+    def last_conv_block(self) -> nn.Module:
+        return self.stage3
+
 
 @register_model
 def galaxynet(*, classes: Sequence[str] = GZ1_CLASSES, **kwargs) -> GalaxyNet:

@@ -48,6 +48,9 @@ class SeedCNN(GalaxyClassifier):
     def feature_blocks(self) -> list[nn.Module]:
         return [self.Conv1_Edges, self.Conv2_Shapes, self.Dense_Decision]
 
+    def last_conv_block(self) -> nn.Module:
+        return self.Conv2_Shapes
+
 
 @register_model
 def seed(*, classes: Sequence[str] = BINARY_CLASSES, **kwargs) -> SeedCNN:

@@ -34,6 +34,22 @@ class CentralSource:
 
 def find_central_source(intensity: np.ndarray) -> CentralSource:
     """Segment the central source of a 2-D image and measure its centre and half-light radius."""
+    image = np.asarray(intensity, dtype=np.float64)
+    segment = central_segment(image)
+    if segment is None:
+        return CentralSource(False)
+    ys, xs = np.nonzero(segment)
+    weights = np.clip(image - np.median(image), 0, None)[ys, xs]
+    total = weights.sum()
+    x, y = float((weights * xs).sum() / total), float((weights * ys).sum() / total)
+    distance = np.hypot(xs - x, ys - y)
+    order = np.argsort(distance)
+    radius_50 = float(distance[order][np.searchsorted(np.cumsum(weights[order]) / total, 0.5)])
+    return CentralSource(True, x, y, max(radius_50, 0.5))
+
+
+def central_segment(intensity: np.ndarray) -> np.ndarray | None:
+    """The pixels (boolean mask) of the central source of a 2-D image, or None when there is none."""
     from scipy import ndimage
 
     image = np.asarray(intensity, dtype=np.float64)
@@ -44,7 +60,7 @@ def find_central_source(intensity: np.ndarray) -> CentralSource:
     smoothed = ndimage.uniform_filter(image - sky, size=3)
     labels, count = ndimage.label(smoothed > DETECTION_SIGMA * noise / 3.0, structure=np.ones((3, 3)))
     if count == 0:
-        return CentralSource(False)
+        return None
     height, width = image.shape
     half = max(1, int(round(CENTRE_WINDOW * min(height, width) / 2)))
     cy, cx = height // 2, width // 2
@@ -55,12 +71,5 @@ def find_central_source(intensity: np.ndarray) -> CentralSource:
     window_flux[0] = 0.0
     window_flux[np.bincount(labels.ravel(), minlength=count + 1) < MIN_AREA] = 0.0
     if window_flux.max() <= 0:
-        return CentralSource(False)
-    ys, xs = np.nonzero(labels == int(np.argmax(window_flux)))
-    weights = flux[ys, xs]
-    total = weights.sum()
-    x, y = float((weights * xs).sum() / total), float((weights * ys).sum() / total)
-    distance = np.hypot(xs - x, ys - y)
-    order = np.argsort(distance)
-    radius_50 = float(distance[order][np.searchsorted(np.cumsum(weights[order]) / total, 0.5)])
-    return CentralSource(True, x, y, max(radius_50, 0.5))
+        return None
+    return labels == int(np.argmax(window_flux))
