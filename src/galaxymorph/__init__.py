@@ -23,6 +23,7 @@ __all__ = [
     "predict",
     "run_demo",
     "train",
+    "write_report",
 ]
 
 
@@ -42,6 +43,8 @@ def __getattr__(name: str):
         from galaxymorph import demo as module
     elif name == "train":
         from galaxymorph import training as module
+    elif name == "write_report":
+        from galaxymorph.outputs import report as module
     else:
         raise AttributeError(f"module 'galaxymorph' has no attribute {name!r}")
     return getattr(module, name)

@@ -188,6 +188,25 @@ def explain(
 
 
 @app.command()
+def report(
+    catalog: Annotated[Path, typer.Argument(help="A `galaxymorph classify` output catalog (.csv or .parquet).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    labels: Annotated[Optional[Path], typer.Option(help="Labelled catalog (gz1-sdss layout or file,label with ids) for the evaluation section.")] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    gallery_size: Annotated[int, typer.Option(help="Galaxies per gallery.")] = 12,
+) -> None:
+    """One self-contained HTML page (images embedded): counts, histogram, confident and uncertain galaxies, and with labels the evaluation and the misclassified galaxies with Grad-CAM overlays."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.outputs.report import write_report
+
+    try:
+        written = write_report(catalog, output, labels=labels, model=model, gallery_size=gallery_size)
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"report written: {written} ({written.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
 def demo(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the images, catalog and contact sheet.")] = Path("galaxymorph-demo"),
     count: Annotated[int, typer.Option(help="Number of example galaxies.")] = 12,
