@@ -1,7 +1,7 @@
 """Fetch cutouts asynchronously: bounded concurrency, a per-host rate limit, retries, checked and cached files.
 
-Requests go out through one `httpx.AsyncClient` opened with `async with`; at most `concurrency`
-are in flight and they start no faster than `rate_limit` a second. Connection errors, timeouts,
+Requests go out through `httpx.AsyncClient`s opened with `async with` and stream their bodies; at
+most `concurrency` are in flight and they start no faster than `rate_limit` a second. Connection errors, timeouts,
 5xx and 429 (after its `Retry-After`), and answers that are not a whole image, are retried with
 exponential backoff and jitter. A response is kept only when its status, content type and content
 (it decodes as an image) are right, and it is written atomically, so the cache never holds a
