@@ -207,6 +207,29 @@ def report(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    model: ModelOption = DEFAULT_MODEL,
+    batch_window: Annotated[float, typer.Option(help="Seconds a request waits to be batched with others (0: no dynamic batching).")] = 0.005,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest image file accepted, in MB.")] = 20.0,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allow browser pages from this origin (repeatable; CORS is off by default).")] = None,
+) -> None:
+    """Serve the model over HTTP: POST /v1/classify, POST /v1/explain, GET /v1/models, the page at /, docs at /docs.
+
+    With GALAXYMORPH_API_KEY set, POST endpoints need it in the X-API-Key header."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.service import ServiceSettings, serve as run_service
+
+    try:
+        settings = ServiceSettings(model=model, batch_window=batch_window, max_upload_bytes=int(max_upload_mb * 2**20),
+                                   cors_origins=tuple(cors_origin or ()))
+        run_service(host, port, settings)
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+
+
+@app.command()
 def demo(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the images, catalog and contact sheet.")] = Path("galaxymorph-demo"),
     count: Annotated[int, typer.Option(help="Number of example galaxies.")] = 12,

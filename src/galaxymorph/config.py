@@ -87,6 +87,11 @@ def sdss_api_key() -> str | None:
     return os.environ.get("SDSS_API_KEY") or None
 
 
+def service_api_key() -> str | None:
+    """`GALAXYMORPH_API_KEY`: when set, the web service's POST endpoints require it."""
+    return os.environ.get("GALAXYMORPH_API_KEY") or None
+
+
 def cache_dir() -> Path:
     """Where decoded training sets are cached (`GALAXYMORPH_CACHE_DIR`, else ~/.cache/galaxymorph)."""
     configured = os.environ.get("GALAXYMORPH_CACHE_DIR")

@@ -142,15 +142,23 @@ def _class_index(loaded: LoadedModel, name: str) -> int:
 
 def save_explanation(explanation: Explanation, folder: str | os.PathLike, stem: str) -> tuple[Path, Path]:
     """Write `stem.png` (input, overlay, map, with the probability) and `stem.npy` (the map)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    array_path, image_path = folder / f"{stem}.npy", folder / f"{stem}.png"
+    np.save(array_path, explanation.attribution)
+    image_path.write_bytes(render_explanation(explanation, stem))
+    return image_path, array_path
+
+
+def render_explanation(explanation: Explanation, title: str) -> bytes:
+    """The explanation as a PNG: input, overlay and map side by side, titled with the probability."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    array_path, image_path = folder / f"{stem}.npy", folder / f"{stem}.png"
-    np.save(array_path, explanation.attribution)
     picture = np.clip(explanation.image.transpose(1, 2, 0), 0, 1)
     figure, axes = plt.subplots(1, 3, figsize=(9, 3.3))
     axes[0].imshow(picture)
@@ -163,14 +171,15 @@ def save_explanation(explanation: Explanation, folder: str | os.PathLike, stem: 
     for axis in axes:
         axis.axis("off")
     probability = explanation.probabilities[explanation.target]
-    summary = f"{stem}: {explanation.target} {probability:.1%}"
+    summary = f"{title}: {explanation.target} {probability:.1%}"
     if not np.isnan(explanation.p_spiral):
         summary += f", p_spiral {explanation.p_spiral:.3f}"
     figure.suptitle(summary)
     figure.tight_layout()
-    figure.savefig(image_path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
-    return image_path, array_path
+    return buffer.getvalue()
 
 
 def save_feature_maps(maps: dict[str, np.ndarray], folder: str | os.PathLike, stem: str) -> list[Path]:

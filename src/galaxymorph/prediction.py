@@ -100,13 +100,23 @@ class Classifier:
 
         With framing on, `galaxy_found` says whether a central galaxy was found (else the fixed
         central crop was classified)."""
-        items, images = decoded.items, decoded.images
-        errors = [item.error or error for item, error in zip(items, decoded.errors)]
-        good = np.array([not error for error in errors], dtype=bool)
-        probabilities = np.full((len(items), len(self.classes)), np.nan)
-        spread = np.full(len(items), np.nan)
+        good = self.decoded_well(decoded)
+        probabilities = np.full((len(decoded.items), len(self.classes)), np.nan)
+        spread = np.full(len(decoded.items), np.nan)
         if good.any():
-            probabilities[good], spread[good] = self.probabilities(images[good])
+            probabilities[good], spread[good] = self.probabilities(decoded.images[good])
+        return self.build_rows(decoded, probabilities, spread)
+
+    @staticmethod
+    def decoded_well(decoded: DecodedBatch[CatalogRow]) -> np.ndarray:
+        """Which items have an image to classify (no reading or upstream error)."""
+        return np.array([not (item.error or error) for item, error in zip(decoded.items, decoded.errors)], dtype=bool)
+
+    def build_rows(self, decoded: DecodedBatch[CatalogRow], probabilities: np.ndarray, spread: np.ndarray) -> list[dict]:
+        """The output rows of `rows` from probabilities (N, K) and spreads (N,) computed elsewhere
+        (NaN for failed items), as the web service's batched inference does."""
+        items = decoded.items
+        errors = [item.error or error for item, error in zip(items, decoded.errors)]
         spiral = has_spiral_semantics(self.classes)
         p_spiral = spiral_probability(probabilities, self.classes) if spiral else np.full(len(items), np.nan)
         confident = (np.abs(p_spiral - 0.5) >= CONFIDENT_MARGIN) & ~(spread > CONFIDENT_MAX_STD)

@@ -8,6 +8,7 @@ saved on survey cutouts.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Callable
@@ -77,6 +78,30 @@ def read_model_input(path: str | os.PathLike, preprocessing: Preprocessing = Pre
         raise ImageReadError(path, f"corrupt or truncated image ({exc})") from exc
 
 
+def decode_bytes(data: bytes, name: str, preprocessing: Preprocessing = Preprocessing(), *,
+                 max_pixels: int | None = None) -> ModelInput:
+    """`read_model_input` for a file held in memory (an upload); `name` labels the errors. Images
+    with more than `max_pixels` pixels are refused before their pixels are decoded (decompression
+    bombs)."""
+    if not data:
+        raise ImageReadError(name, "file is empty")
+    try:
+        if data.startswith(_FITS_MAGIC):
+            return _frame_float(_read_fits(name, preprocessing, io.BytesIO(data), max_pixels), preprocessing)
+        return _load_pil(name, preprocessing, io.BytesIO(data), max_pixels)
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise ImageReadError(name, "not a readable image (unknown or corrupt format, or far too large)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageReadError(name, f"corrupt or truncated image ({exc})") from exc
+
+
+def _check_pixels(path: object, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageReadError(path, f"image is {width}x{height} px, more than the {max_pixels:,} pixels allowed")
+
+
 def _is_fits(path: Path) -> bool:
     if path.name.lower().endswith(FITS_SUFFIXES):
         return True
@@ -84,8 +109,10 @@ def _is_fits(path: Path) -> bool:
         return handle.read(len(_FITS_MAGIC)) == _FITS_MAGIC
 
 
-def _load_pil(path: Path, preprocessing: Preprocessing) -> ModelInput:
-    with Image.open(path) as image:
+def _load_pil(path: Path | str, preprocessing: Preprocessing, source: io.BytesIO | None = None,
+              max_pixels: int | None = None) -> ModelInput:
+    with Image.open(source or path) as image:
+        _check_pixels(path, image.width, image.height, max_pixels)
         if image.format == "JPEG":
             # The decoder picks a scale of 1/2, 1/4 or 1/8 that still covers the requested size.
             needed = math.ceil(preprocessing.image_size / preprocessing.crop_fraction)
@@ -181,11 +208,16 @@ def _resample_bands(bands: np.ndarray, box: tuple[float, float, float, float], s
     return np.clip(np.stack(framed), 0.0, 1.0)
 
 
-def _read_fits(path: Path, preprocessing: Preprocessing) -> np.ndarray:
+def _read_fits(path: Path | str, preprocessing: Preprocessing, source: io.BytesIO | None = None,
+               max_pixels: int | None = None) -> np.ndarray:
     """Read a single-band image or a 3-band cube and asinh-stretch it to (3, H, W) in [0, 1]."""
     from astropy.io import fits
 
-    with fits.open(path, memmap=False) as hdus:
+    with fits.open(source or path, memmap=False) as hdus:
+        image_hdu = next((hdu for hdu in hdus if hdu.header.get("NAXIS", 0) >= 2), None)
+        if image_hdu is not None and max_pixels is not None:
+            shape = [image_hdu.header.get(f"NAXIS{axis}", 1) for axis in range(1, image_hdu.header["NAXIS"] + 1)]
+            _check_pixels(path, shape[0], shape[1], max_pixels)
         data = next((hdu.data for hdu in hdus if hdu.data is not None and hdu.data.ndim >= 2), None)
         if data is None:
             raise ImageReadError(path, "FITS file has no image data")

@@ -1,0 +1,281 @@
+"""The web service: `galaxymorph serve`, a FastAPI app for pipelines (JSON over HTTP) and people (a page).
+
+Endpoints: `POST /v1/classify` (multipart `files`, one or several images; or a JSON list of
+`{"ra", "dec"}` whose cutouts are fetched), `POST /v1/explain` (multipart `file`, returns the
+overlay PNG), `GET /v1/models`, `GET /healthz`, the page at `/` and OpenAPI docs at `/docs`.
+
+The model is loaded once. Uploads are decoded in worker threads and requests arriving together
+are classified as one batch (dynamic batching: the first request waits at most `batch_window`
+seconds for others), so inference never blocks the event loop. Limits: upload size, image pixels
+(decompression bombs are refused before decoding), files per request, request time; content is
+judged by decoding, never by file name, and client file names never reach the file system. With
+`GALAXYMORPH_API_KEY` set, POST endpoints need it (`X-API-Key` header). CORS is off unless origins
+are given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from galaxymorph.catalog import CatalogRow
+from galaxymorph.config import DEFAULT_MODEL, service_api_key
+from galaxymorph.errors import GalaxyMorphError, ImageReadError
+from galaxymorph.models import LoadedModel, bundled_models, load_model
+from galaxymorph.prediction import Classifier
+from galaxymorph.preprocess.decode import ModelInput, decode_bytes
+from galaxymorph.preprocess.parallel import DecodedBatch
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Limits and behaviour of the service."""
+
+    model: str = DEFAULT_MODEL
+    max_upload_bytes: int = 20 << 20
+    max_pixels: int = 25_000_000
+    max_files: int = 64
+    request_timeout: float = 60.0
+    batch_window: float = 0.005
+    """Seconds the first request of a batch waits for others (0: no dynamic batching)."""
+    max_batch: int = 256
+    api_key: str | None = field(default_factory=service_api_key)
+    cors_origins: tuple[str, ...] = ()
+
+
+class ServiceError(Exception):
+    """A bad request: its HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.status, self.details = status, details
+
+
+class DynamicBatcher:
+    """Collects the images of concurrent requests and runs them through the model together."""
+
+    def __init__(self, classifier: Classifier, window: float, max_batch: int) -> None:
+        self.classifier, self.window, self.max_batch = classifier, window, max_batch
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+
+    async def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.window <= 0:
+            return await asyncio.to_thread(self.classifier.probabilities, images)
+        if self._worker is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._run())
+        done = asyncio.get_running_loop().create_future()
+        await self._queue.put((images, done))
+        return await done
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            waiting = [await self._queue.get()]
+            deadline = loop.time() + self.window
+            while sum(len(images) for images, _ in waiting) < self.max_batch and (left := deadline - loop.time()) > 0:
+                try:
+                    waiting.append(await asyncio.wait_for(self._queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            try:
+                probabilities, spread = await asyncio.to_thread(
+                    self.classifier.probabilities, np.concatenate([images for images, _ in waiting]))
+            except Exception as error:  # every waiting request hears of it
+                for _, done in waiting:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            start = 0
+            for images, done in waiting:
+                if not done.done():
+                    done.set_result((probabilities[start:start + len(images)], spread[start:start + len(images)]))
+                start += len(images)
+
+
+def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedModel | None = None) -> FastAPI:
+    """The FastAPI application serving one model."""
+    loaded = loaded or load_model(settings.model)
+    classifier = Classifier(loaded)
+    batcher = DynamicBatcher(classifier, settings.batch_window, settings.max_batch)
+    app = FastAPI(title="galaxymorph", summary="Galaxy morphology from survey images", version="1")
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Content-Type"])
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, error: ServiceError) -> JSONResponse:
+        return JSONResponse({"error": str(error), **error.details}, status_code=error.status)
+
+    def check_key(request: Request) -> None:
+        if settings.api_key and not secrets.compare_digest(request.headers.get("x-api-key", ""), settings.api_key):
+            raise ServiceError(401, "missing or wrong API key (X-API-Key header)")
+
+    async def uploads(request: Request, field_name: str, limit: int) -> list[tuple[str, bytes]]:
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > settings.max_upload_bytes * min(limit, settings.max_files) + 65536:
+            raise ServiceError(413, f"request of {declared} bytes is over the limit")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ServiceError(415, f"send images as multipart/form-data in the field {field_name!r}")
+        try:
+            form = await request.form(max_files=settings.max_files, max_part_size=settings.max_upload_bytes)
+        except Exception as error:  # Starlette's MultiPartException and friends: the body is malformed or too big
+            raise ServiceError(413 if "size" in str(error).lower() or "too" in str(error).lower() else 400,
+                               f"cannot read the upload: {error}") from error
+        files = [item for item in form.getlist(field_name) if hasattr(item, "read")]
+        if not files:
+            raise ServiceError(400, f"no file in the field {field_name!r} (fields sent: {sorted(set(form.keys()))})")
+        if len(files) > limit:
+            raise ServiceError(413, f"{len(files)} files sent; at most {limit} per request")
+        contents = []
+        for number, upload in enumerate(files, 1):
+            data = await upload.read(settings.max_upload_bytes + 1)
+            if len(data) > settings.max_upload_bytes:
+                raise ServiceError(413, f"file {number} is over {settings.max_upload_bytes} bytes", file=_label(upload, number))
+            contents.append((_label(upload, number), data))
+        return contents
+
+    async def decode(name: str, data: bytes) -> ModelInput | ImageReadError:
+        try:
+            return await asyncio.to_thread(decode_bytes, data, name, loaded.preprocessing, max_pixels=settings.max_pixels)
+        except ImageReadError as error:
+            return error
+
+    async def classify_images(named: list[tuple[str, bytes]]) -> list[dict]:
+        decoded = await asyncio.gather(*(decode(name, data) for name, data in named))
+        size = loaded.preprocessing.image_size
+        batch = DecodedBatch(
+            items=[CatalogRow(name, None) for name, _ in named],
+            images=np.stack([d.pixels if isinstance(d, ModelInput) else np.zeros((3, size, size), np.float32) for d in decoded]),
+            errors=[d.reason if isinstance(d, ImageReadError) else "" for d in decoded],
+            galaxy_found=[d.galaxy_found if isinstance(d, ModelInput) else None for d in decoded])
+        good = classifier.decoded_well(batch)
+        probabilities = np.full((len(named), len(loaded.classes)), np.nan)
+        spread = np.full(len(named), np.nan)
+        if good.any():
+            probabilities[good], spread[good] = await batcher.probabilities(batch.images[good])
+        rows = classifier.build_rows(batch, probabilities, spread)
+        for row in rows:
+            del row["file"]
+        return rows
+
+    async def classify_positions(positions: list, survey: str) -> list[dict]:
+        from galaxymorph.catalog import SkyPosition
+        from galaxymorph.config import cache_dir
+        from galaxymorph.remote import SURVEYS, CutoutCache, CutoutService, iter_fetched
+
+        if len(positions) > settings.max_files:
+            raise ServiceError(413, f"{len(positions)} positions sent; at most {settings.max_files} per request")
+        parsed = []
+        for number, item in enumerate(positions, 1):
+            try:
+                ra, dec = float(item["ra"]), float(item["dec"])
+                if not -90 <= dec <= 90:
+                    raise ValueError
+            except (TypeError, KeyError, ValueError):
+                raise ServiceError(422, f"position {number} needs numeric 'ra' and 'dec' (degrees)", position=item) from None
+            parsed.append(SkyPosition(str(item.get("id", number)), ra % 360, dec, {}))
+        if survey not in SURVEYS:
+            raise ServiceError(422, f"survey must be one of {SURVEYS}")
+        service = CutoutService(survey)
+        results = await asyncio.to_thread(lambda: list(iter_fetched(parsed, service, CutoutCache(cache_dir() / "cutouts"))))
+        named = [(r.position.id, r.file.read_bytes() if r.file else b"") for r in results]
+        rows = await classify_images(named)
+        reasons = {r.position.id: r.error for r in results if r.error}
+        for row, position in zip(rows, parsed):
+            row.update(ra=position.ra, dec=position.dec)
+            row["error"] = reasons.get(row["id"], row["error"])
+        return rows
+
+    async def with_timeout(work):
+        try:
+            return await asyncio.wait_for(work, settings.request_timeout)
+        except asyncio.TimeoutError:
+            raise ServiceError(504, f"request took longer than {settings.request_timeout:g} s") from None
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        """Liveness: the model is loaded."""
+        return {"status": "ok", "model": loaded.name}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        """The model being served and the bundled ones: classes, preprocessing, metrics."""
+        described = {name: load_model(name) for name in bundled_models()}
+        described[loaded.name] = loaded
+        return {"serving": loaded.name, "models": [
+            {"name": name, "classes": list(m.classes), "preprocessing": m.preprocessing.to_dict(),
+             "metrics": m.metadata.get("metrics", {}), "calibration": m.metadata.get("calibration", {})}
+            for name, m in described.items()]}
+
+    @app.post("/v1/classify")
+    async def classify(request: Request) -> JSONResponse:
+        """Multipart `files` (one or several images), or a JSON list of {"ra", "dec"[, "id"]} (cutouts
+        fetched from `?survey=sdss|legacy`): the same fields as the CLI catalog, one result per
+        image in the order sent."""
+        check_key(request)
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                positions = await request.json()
+            except ValueError as error:
+                raise ServiceError(400, f"body is not valid JSON ({error})") from error
+            if not isinstance(positions, list) or not all(isinstance(p, dict) for p in positions):
+                raise ServiceError(422, 'send a JSON list of {"ra": degrees, "dec": degrees}')
+            rows = await with_timeout(classify_positions(positions, request.query_params.get("survey", "sdss")))
+        else:
+            rows = await with_timeout(classify_images(await uploads(request, "files", settings.max_files)))
+            if all(row["error"] for row in rows):
+                raise ServiceError(422, "no image could be read", results=_json_safe(rows))
+        return JSONResponse({"model": loaded.name, "results": _json_safe(rows)})
+
+    @app.post("/v1/explain", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    async def explain(request: Request) -> Response:
+        """Multipart `file` (one image) and optional form field `method`: the overlay PNG."""
+        from galaxymorph.explain import METHODS, explain as explain_image, render_explanation
+
+        check_key(request)
+        ((name, data),) = await uploads(request, "file", 1)
+        method = (await request.form()).get("method") or "gradcam"
+        if method not in METHODS:
+            raise ServiceError(422, f"method must be one of {METHODS}")
+        decoded = await decode(name, data)
+        if isinstance(decoded, ImageReadError):
+            raise ServiceError(422, str(decoded), file=name)
+
+        def render() -> bytes:
+            return render_explanation(explain_image(loaded, decoded.pixels, method=method), name)
+
+        return Response(await with_timeout(asyncio.to_thread(render)), media_type="image/png")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        """The page: drop images or type coordinates."""
+        return resources.files("galaxymorph").joinpath("service_page.html").read_text()
+
+    return app
+
+
+def _label(upload: object, number: int) -> str:
+    """A client's file name is only a label in the answer (never a path); unnamed files get a number."""
+    name = str(getattr(upload, "filename", "") or "").replace("\\", "/").rsplit("/", 1)[-1]
+    return name[:200] or f"file-{number}"
+
+
+def _json_safe(rows: list[dict]) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()} for row in rows]
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, settings: ServiceSettings = ServiceSettings()) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

@@ -1,0 +1,162 @@
+"""The web service, over real HTTP: uvicorn on 127.0.0.1 in a thread, httpx as the client."""
+
+import io
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+
+from galaxymorph.service import ServiceSettings, create_app
+from galaxymorph.sources.synthetic import write_examples
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RunningService:
+    """`create_app(settings)` served by uvicorn in a background thread."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> httpx.Client:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+        return self.client
+
+    def __exit__(self, *exc_info) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def galaxies(tmp_path_factory):
+    return [path.read_bytes() for path, _ in write_examples(tmp_path_factory.mktemp("uploads"), 3, seed=8, size=200)]
+
+
+@pytest.fixture(scope="module")
+def service():
+    with RunningService(ServiceSettings(max_upload_bytes=200_000, max_pixels=1_000_000, max_files=4)) as client:
+        yield client
+
+
+def test_one_image_gets_the_cli_fields(service, galaxies):
+    answer = service.post("/v1/classify", files={"files": ("NGC 1300.jpeg", galaxies[0], "image/jpeg")})
+    assert answer.status_code == 200, answer.text
+    (row,) = answer.json()["results"]
+    assert row["id"] == "NGC 1300.jpeg" and row["label"] in ("elliptical", "spiral") and row["error"] == ""
+    assert {"p_spiral", "p_spiral_std", "confident", "class", "galaxy_found"} <= set(row)
+    assert 0 <= row["p_spiral"] <= 1
+
+
+def test_several_images_at_once_keep_their_order_and_bad_ones_are_reported(service, galaxies):
+    files = [("files", (f"g{i}.jpeg", data, "image/jpeg")) for i, data in enumerate(galaxies)]
+    files.append(("files", ("notes.jpeg", b"this is text", "image/jpeg")))
+    answer = service.post("/v1/classify", files=files)
+    assert answer.status_code == 200
+    rows = answer.json()["results"]
+    assert [row["id"] for row in rows] == ["g0.jpeg", "g1.jpeg", "g2.jpeg", "notes.jpeg"]
+    assert all(row["label"] for row in rows[:3]) and "not a readable image" in rows[3]["error"]
+
+
+def png_of(side: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("upload", "status", "message"), [
+    (("a.jpeg", b"GIF89a not really", "image/jpeg"), 422, "not a readable image"),
+    (("cut.jpeg", None, "image/jpeg"), 422, "truncated"),
+    (("empty.png", b"", "image/png"), 422, "empty"),
+    (("huge.png", b"0" * 300_000, "image/png"), 413, "over"),
+    (("bomb.png", png_of(1200), "image/png"), 422, "pixels allowed"),
+])
+def test_bad_uploads_get_a_clear_json_error(service, galaxies, upload, status, message):
+    name, data, kind = upload
+    answer = service.post("/v1/classify", files={"files": (name, galaxies[0][: len(galaxies[0]) // 2] if data is None else data, kind)})
+    assert answer.status_code == status, answer.text
+    assert message in answer.text
+
+
+def test_wrong_field_wrong_type_and_too_many_files(service, galaxies):
+    answer = service.post("/v1/classify", files={"image": ("a.jpeg", galaxies[0], "image/jpeg")})
+    assert answer.status_code == 400 and "'files'" in answer.json()["error"]
+    assert service.post("/v1/classify", content=b"raw bytes", headers={"Content-Type": "image/jpeg"}).status_code == 415
+    many = [("files", (f"{i}.jpeg", galaxies[0], "image/jpeg")) for i in range(5)]
+    assert service.post("/v1/classify", files=many).status_code == 413
+    assert service.post("/v1/classify", json=[{"ra": "x", "dec": 1}]).status_code == 422
+
+
+def test_client_file_names_never_become_paths(service, galaxies, tmp_path):
+    answer = service.post("/v1/classify", files={"files": ("../../etc/passwd", galaxies[0], "image/jpeg")})
+    assert answer.json()["results"][0]["id"] == "passwd"
+
+
+def test_explain_returns_the_overlay_png(service, galaxies):
+    answer = service.post("/v1/explain", files={"file": ("g.jpeg", galaxies[1], "image/jpeg")}, data={"method": "gradcam"})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(answer.content)).size[0] > 300
+
+
+def test_models_health_page_and_docs(service):
+    models = service.get("/v1/models").json()
+    assert models["serving"] == "galaxynet"
+    assert {m["name"] for m in models["models"]} >= {"galaxynet", "seed"}
+    assert service.get("/healthz").json() == {"status": "ok", "model": "galaxynet"}
+    assert "Drop images here" in service.get("/").text
+    assert service.get("/docs").status_code == 200 and "/v1/classify" in service.get("/openapi.json").text
+    assert "access-control-allow-origin" not in service.get("/healthz", headers={"Origin": "http://elsewhere"}).headers
+
+
+def test_api_key_guards_the_post_endpoints(galaxies):
+    with RunningService(ServiceSettings(api_key="s3cret")) as client:
+        upload = {"files": ("g.jpeg", galaxies[0], "image/jpeg")}
+        assert client.post("/v1/classify", files=upload).status_code == 401
+        assert client.post("/v1/classify", files=upload, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.post("/v1/classify", files=upload, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert client.get("/healthz").status_code == 200
+
+
+def test_concurrent_requests_are_batched_and_all_answered(galaxies):
+    import concurrent.futures
+
+    with RunningService(ServiceSettings(batch_window=0.05)) as client:
+        def post(i):
+            return client.post("/v1/classify", files={"files": (f"{i}.jpeg", galaxies[i % 3], "image/jpeg")}).json()
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(post, range(16)))
+    assert [reply["results"][0]["id"] for reply in replies] == [f"{i}.jpeg" for i in range(16)]
+    solo = [reply["results"][0]["p_spiral"] for reply in replies[:3]]
+    assert all(abs(reply["results"][0]["p_spiral"] - solo[i % 3]) < 1e-6 for i, reply in enumerate(replies))
+
+
+def test_positions_are_fetched_and_classified(galaxies, monkeypatch, tmp_path):
+    from galaxymorph.remote.local_server import LocalCutoutServer
+
+    monkeypatch.setenv("GALAXYMORPH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SDSS_API_KEY", "k")
+    with LocalCutoutServer() as cutouts:
+        monkeypatch.setenv("ASTRO_DB_HOST", cutouts.url)
+        with RunningService(ServiceSettings()) as client:
+            answer = client.post("/v1/classify?survey=legacy", json=[{"ra": 150.1, "dec": 2.2, "id": "a"},
+                                                                    {"ra": 150.2, "dec": -89.9}])
+    rows = answer.json()["results"]
+    assert answer.status_code == 200 and [row["id"] for row in rows] == ["a", "2"]
+    assert rows[0]["label"] and rows[0]["ra"] == pytest.approx(150.1) and "HTTP 404" in rows[1]["error"]
