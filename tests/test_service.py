@@ -160,3 +160,22 @@ def test_positions_are_fetched_and_classified(galaxies, monkeypatch, tmp_path):
     rows = answer.json()["results"]
     assert answer.status_code == 200 and [row["id"] for row in rows] == ["a", "2"]
     assert rows[0]["label"] and rows[0]["ra"] == pytest.approx(150.1) and "HTTP 404" in rows[1]["error"]
+
+
+@pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_page_in_headless_chromium_shows_the_class_and_probability(galaxies, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    upload = tmp_path / "galaxy.jpeg"
+    upload.write_bytes(galaxies[1])
+    with RunningService(ServiceSettings()) as client, playwright.sync_playwright() as driver:
+        expected = client.post("/v1/classify", files={"files": ("galaxy.jpeg", galaxies[1], "image/jpeg")}).json()["results"][0]
+        browser = driver.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page()
+        page.goto(client.base_url.join("/").__str__())
+        page.set_input_files("#files", str(upload))
+        page.wait_for_selector(".result .label", timeout=30_000)
+        page.wait_for_selector(".result img.overlay", timeout=30_000)
+        text = page.inner_text("#results")
+        browser.close()
+    assert expected["label"] in text and f"{expected['p_spiral']:.3f}" in text

@@ -49,6 +49,9 @@ class ServiceSettings:
     cors_origins: tuple[str, ...] = ()
 
 
+KEEP_ALIVE_SECONDS = 75
+
+
 class ServiceError(Exception):
     """A bad request: its HTTP status and a message for the client."""
 
@@ -278,4 +281,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: ServiceSettings =
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # Keep idle connections longer than uvicorn's 5 s default: a busy client pool reuses connections
+    # that waited that long, and a server closing them races with the next request (seen under load).
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS)
