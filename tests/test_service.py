@@ -124,6 +124,12 @@ def test_models_health_page_and_docs(service):
     assert "access-control-allow-origin" not in service.get("/healthz", headers={"Origin": "http://elsewhere"}).headers
 
 
+def test_test_time_augmentation_fills_the_uncertainty(galaxies):
+    with RunningService(ServiceSettings(tta=True)) as client:
+        row = client.post("/v1/classify", files={"files": ("g.jpeg", galaxies[0], "image/jpeg")}).json()["results"][0]
+    assert 0 <= row["p_spiral_std"] < 0.5
+
+
 def test_api_key_guards_the_post_endpoints(galaxies):
     with RunningService(ServiceSettings(api_key="s3cret")) as client:
         upload = {"files": ("g.jpeg", galaxies[0], "image/jpeg")}
@@ -178,4 +184,4 @@ def test_page_in_headless_chromium_shows_the_class_and_probability(galaxies, tmp
         page.wait_for_selector(".result img.overlay", timeout=30_000)
         text = page.inner_text("#results")
         browser.close()
-    assert expected["label"] in text and f"{expected['p_spiral']:.3f}" in text
+    assert expected["label"] in text and f"{expected['p_spiral']:.3f}" in text and "uncertainty" in text

@@ -214,6 +214,7 @@ def serve(
     batch_window: Annotated[float, typer.Option(help="Seconds a request waits to be batched with others (0: no dynamic batching).")] = 0.005,
     max_upload_mb: Annotated[float, typer.Option(help="Largest image file accepted, in MB.")] = 20.0,
     cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allow browser pages from this origin (repeatable; CORS is off by default).")] = None,
+    tta: TtaOption = False,
 ) -> None:
     """Serve the model over HTTP: POST /v1/classify, POST /v1/explain, GET /v1/models, the page at /, docs at /docs.
 
@@ -223,7 +224,7 @@ def serve(
 
     try:
         settings = ServiceSettings(model=model, batch_window=batch_window, max_upload_bytes=int(max_upload_mb * 2**20),
-                                   cors_origins=tuple(cors_origin or ()))
+                                   cors_origins=tuple(cors_origin or ()), tta=tta)
         run_service(host, port, settings)
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error

@@ -45,6 +45,8 @@ class ServiceSettings:
     batch_window: float = 0.005
     """Seconds the first request of a batch waits for others (0: no dynamic batching)."""
     max_batch: int = 256
+    tta: bool = False
+    """Average over the 8 rotations and mirror images: fills p_spiral_std (the uncertainty) at 8x the cost."""
     api_key: str | None = field(default_factory=service_api_key)
     cors_origins: tuple[str, ...] = ()
 
@@ -106,7 +108,7 @@ class DynamicBatcher:
 def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedModel | None = None) -> FastAPI:
     """The FastAPI application serving one model."""
     loaded = loaded or load_model(settings.model)
-    classifier = Classifier(loaded)
+    classifier = Classifier(loaded, tta=settings.tta)
     batcher = DynamicBatcher(classifier, settings.batch_window, settings.max_batch)
     app = FastAPI(title="galaxymorph", summary="Galaxy morphology from survey images", version="1")
     if settings.cors_origins:
