@@ -9,7 +9,7 @@ from galaxymorph.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["classify"], ["fetch"], ["demo"], ["train"], ["finetune"], ["evaluate"], ["calibrate"], ["models"],
+@pytest.mark.parametrize("command", [[], ["classify"], ["fetch"], ["export"], ["demo"], ["train"], ["finetune"], ["evaluate"], ["calibrate"], ["models"],
                                      ["models", "list"], ["models", "show"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
@@ -97,3 +97,24 @@ def test_finetune_from_the_command_line(tmp_path, trained_checkpoint, synthetic_
     assert metadata["classes"] == ["blue", "red"] and metadata["training"]["init_from"] == str(trained_checkpoint)
     result = runner.invoke(app, ["finetune", "--from", "no-such-model", "--labels", str(labels), "-o", str(output)])
     assert result.exit_code == 2 and "no bundled model or checkpoint named 'no-such-model'" in result.output
+
+
+def test_export_writes_an_onnx_model_that_matches_torch(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import torch
+
+    from galaxymorph.models import load_model
+
+    result = runner.invoke(app, ["export", "seed", "--onnx", str(tmp_path / "seed.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "matches torch" in result.output
+    graph = onnx.load(tmp_path / "seed.onnx")
+    properties = {p.key: p.value for p in graph.metadata_props}
+    assert json.loads(properties["classes"]) == ["elliptical", "spiral"] and float(properties["temperature"]) > 0
+    images = np.random.default_rng(1).random((3, 3, 64, 64), dtype=np.float32)
+    session = onnxruntime.InferenceSession(str(tmp_path / "seed.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = load_model("seed").model(torch.from_numpy(images)).numpy()
+    assert np.abs(session.run(None, {"images": images})[0] - expected).max() < 1e-4

@@ -231,6 +231,23 @@ def serve(
 
 
 @app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Bundled model name or checkpoint path.")] = DEFAULT_MODEL,
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write.")] = Path("galaxymorph.onnx"),
+) -> None:
+    """Export a model to ONNX (classes, preprocessing and temperature in its metadata), checked against torch."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.models import load_model
+    from galaxymorph.prediction import export_onnx
+
+    try:
+        path, difference = export_onnx(load_model(model), onnx)
+    except (GalaxyMorphError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"{path} written; ONNX Runtime matches torch to {difference:.1e} on 64 random images")
+
+
+@app.command()
 def demo(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the images, catalog and contact sheet.")] = Path("galaxymorph-demo"),
     count: Annotated[int, typer.Option(help="Number of example galaxies.")] = 12,

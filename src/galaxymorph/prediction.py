@@ -195,9 +195,12 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def _onnx_session(loaded: LoadedModel, threads: int | None):
-    """Export the model to ONNX in memory and open an ONNX Runtime session on it."""
-    import onnxruntime
+def onnx_bytes(loaded: LoadedModel) -> bytes:
+    """The model as an ONNX graph (input `images` (N, 3, S, S) in [0, 1], output `logits`), with the
+    classes, preprocessing and temperature in its metadata."""
+    import json
+
+    import onnx
     import torch
 
     size = loaded.preprocessing.image_size
@@ -207,8 +210,44 @@ def _onnx_session(loaded: LoadedModel, threads: int | None):
         torch.onnx.export(loaded.model.eval(), (torch.zeros(1, 3, size, size),), buffer, dynamo=False,
                           input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    graph = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(graph, {
+        "galaxymorph_model": loaded.name, "classes": json.dumps(list(loaded.classes)),
+        "preprocessing": json.dumps(loaded.preprocessing.to_dict()),
+        "temperature": str(loaded.metadata.get("calibration", {}).get("temperature", 1.0)),
+        "output": "logits: one per class (softmax), or one sigmoid logit for two classes; divide by temperature"})
+    return graph.SerializeToString()
+
+
+def export_onnx(loaded: LoadedModel, path: str | os.PathLike, *, check_images: int = 64,
+                tolerance: float = 1e-4) -> tuple[Path, float]:
+    """Write the model as ONNX and check ONNX Runtime against torch on random inputs; returns the
+    path and the largest difference of the logits (a `ModelError` above `tolerance`)."""
+    import onnxruntime
+    import torch
+
+    from galaxymorph.errors import ModelError
+
+    content = onnx_bytes(loaded)
+    size = loaded.preprocessing.image_size
+    images = np.random.default_rng(0).random((check_images, 3, size, size), dtype=np.float32)
+    session = onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = loaded.model.eval()(torch.from_numpy(images)).numpy()
+    difference = float(np.abs(session.run(None, {"images": images})[0] - expected).max())
+    if difference > tolerance:
+        raise ModelError(f"ONNX export of {loaded.name} differs from torch by {difference:.2g} (> {tolerance:g})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path, difference
+
+
+def _onnx_session(loaded: LoadedModel, threads: int | None):
+    """Open an ONNX Runtime session on the model exported in memory."""
+    import onnxruntime
+
     settings = onnxruntime.SessionOptions()
     if threads:
         settings.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(buffer.getvalue(), settings, providers=["CPUExecutionProvider"])
-
+    return onnxruntime.InferenceSession(onnx_bytes(loaded), settings, providers=["CPUExecutionProvider"])
