@@ -150,7 +150,12 @@ def _degrees(ra: object, dec: object) -> tuple[float, float]:
             raise ValueError(f"coordinates ({ra!r}, {dec!r}) are not readable angles") from exc
     if ra is None or dec is None:
         raise ValueError("ra or dec is empty")
-    ra, dec = float(ra), float(dec)
+    return sky_position_degrees(float(ra), float(dec))
+
+
+def sky_position_degrees(ra: float, dec: float) -> tuple[float, float]:
+    """(ra, dec) in degrees checked as a sky position (finite, |dec| <= 90), ra wrapped into [0, 360);
+    a `ValueError` otherwise."""
     if not (math.isfinite(ra) and math.isfinite(dec)) or not -90.0 <= dec <= 90.0:
         raise ValueError(f"({ra}, {dec}) is not a sky position in degrees")
     return ra % 360.0, dec

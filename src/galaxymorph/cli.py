@@ -93,12 +93,11 @@ def classify(
         if fetch:
             from itertools import chain
 
-            from galaxymorph.config import cache_dir as default_cache_dir
             from galaxymorph.remote import CutoutCache, iter_fetched_rows
 
             service, fetch_options = _cutout_source(survey, size, pixel_scale, image_format, layer, base_url,
                                                     concurrency, rate_limit, timeout, retries)
-            cache = CutoutCache(cache_dir or default_cache_dir() / "cutouts")
+            cache = CutoutCache(cache_dir) if cache_dir else CutoutCache.default()
             inputs = chain.from_iterable(
                 iter_fetched_rows(path, service, cache, options=fetch_options, ra_column=ra_column,
                                   dec_column=dec_column, id_column=id_column) for path in paths)

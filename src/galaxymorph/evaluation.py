@@ -36,7 +36,7 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = load_model(model)
     catalog = read_labelled_catalog(labels)
     catalog = catalog.subset(rows_of_split(catalog.ids, loaded, split, labels))
     truth = dict(zip(catalog.ids, catalog.labels))
@@ -58,16 +58,12 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
         p_spiral = np.array([row["p_spiral"] for row in scored])
         is_spiral = np.array([binary_label(truth[row["id"]]) == "spiral" for row in scored])
         classes = list(BINARY_CLASSES)
-        matrix = confusion_matrix(is_spiral.astype(int), (p_spiral >= 0.5).astype(int), 2)
+        summary, matrix, _ = spiral_evaluation(p_spiral, is_spiral, loaded.name, output_dir)
         metrics["spiral_vs_elliptical"] = {
-            **binary_summary(p_spiral, is_spiral),
+            **summary,
             "per_class": per_class_precision_recall(matrix, classes),
             "confusion_matrix": matrix.tolist(),
         }
-        fpr, tpr = roc_curve(p_spiral, is_spiral)
-        plots.roc_plot({loaded.name: (fpr, tpr, metrics["spiral_vs_elliptical"]["roc_auc"])}, output_dir / "roc.png")
-        plots.reliability_plot(*calibration_bins(p_spiral, is_spiral), metrics["spiral_vs_elliptical"]["ece"],
-                               output_dir / "reliability.png")
     if loaded.classes != BINARY_CLASSES:
         fine = [row for row in rows if not row["error"] and truth[row["id"]] in loaded.classes]
         classes = list(loaded.classes)
@@ -83,6 +79,18 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
     plots.confusion_plot(matrix, classes, output_dir / "confusion.png")
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def spiral_evaluation(p_spiral: np.ndarray, is_spiral: np.ndarray, model_name: str,
+                      folder: Path) -> tuple[dict[str, float], np.ndarray, list[Path]]:
+    """Spiral vs elliptical against the truth: the summary (accuracy, ROC AUC, ECE...), the
+    confusion matrix at p_spiral = 0.5, and the figures `folder`/roc.png and reliability.png."""
+    summary = binary_summary(p_spiral, is_spiral)
+    matrix = confusion_matrix(is_spiral.astype(int), (p_spiral >= 0.5).astype(int), 2)
+    fpr, tpr = roc_curve(p_spiral, is_spiral)
+    figures = [plots.roc_plot({model_name: (fpr, tpr, summary["roc_auc"])}, folder / "roc.png"),
+               plots.reliability_plot(*calibration_bins(p_spiral, is_spiral), summary["ece"], folder / "reliability.png")]
+    return summary, matrix, figures
 
 
 def rows_of_split(ids: list[str], loaded: LoadedModel, split: str, labels: object) -> list[int]:

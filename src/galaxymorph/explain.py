@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from galaxymorph.labels import has_spiral_semantics, spiral_probability
-from galaxymorph.models import LoadedModel, load_model, logits_to_probabilities
+from galaxymorph.models import LoadedModel, load_model
+from galaxymorph.outputs import plots
 from galaxymorph.preprocess.decode import read_model_input
 
 METHODS = ("gradcam", "smoothgrad", "integrated_gradients")
@@ -91,12 +92,13 @@ def explain(model: str | os.PathLike | LoadedModel, image: str | os.PathLike | n
             method: str = "gradcam", target: str | None = None) -> Explanation:
     """Explain one image (a file, or a model input (3, S, S) in [0, 1]) for `target`, a class name
     (default: the predicted class)."""
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    pixels = image if isinstance(image, np.ndarray) else read_model_input(image, loaded.preprocessing).pixels
+    from galaxymorph.prediction import Classifier
+
+    loaded = load_model(model)
+    pixels = _model_input(loaded, image)
     targets = None if target is None else np.array([_class_index(loaded, target)])
     maps, explained = attributions(loaded, pixels[None], method, targets)
-    with torch.no_grad():
-        probabilities = logits_to_probabilities(loaded.model(torch.from_numpy(pixels[None].astype(np.float32)))).numpy()
+    probabilities, _ = Classifier(loaded, backend="torch").probabilities(pixels[None].astype(np.float32))
     p_spiral = float(spiral_probability(probabilities, loaded.classes)[0]) if has_spiral_semantics(loaded.classes) else float("nan")
     return Explanation(pixels, maps[0], method, loaded.classes[int(explained[0])],
                        dict(zip(loaded.classes, probabilities[0].tolist())), p_spiral)
@@ -105,8 +107,8 @@ def explain(model: str | os.PathLike | LoadedModel, image: str | os.PathLike | n
 def feature_maps(model: str | os.PathLike | LoadedModel, image: str | os.PathLike | np.ndarray) -> dict[str, np.ndarray]:
     """What each convolutional layer responds to: its rectified output (C, H, W) for one image,
     by layer name (for `seed`: `Conv1_Edges`, 32 maps, and `Conv2_Shapes`, 64 maps)."""
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    pixels = image if isinstance(image, np.ndarray) else read_model_input(image, loaded.preprocessing).pixels
+    loaded = load_model(model)
+    pixels = _model_input(loaded, image)
     maps: dict[str, np.ndarray] = {}
     hooks = [module.register_forward_hook(lambda _m, _i, output, name=name: maps.__setitem__(name, output))
              for name, module in loaded.model.named_modules() if isinstance(module, nn.Conv2d)]
@@ -134,6 +136,11 @@ def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
     return float(spearmanr(first.ravel(), second.ravel())[0])
 
 
+def _model_input(loaded: LoadedModel, image: str | os.PathLike | np.ndarray) -> np.ndarray:
+    """A model input (3, S, S) as it is, or read from a file with the model's preprocessing."""
+    return image if isinstance(image, np.ndarray) else read_model_input(image, loaded.preprocessing).pixels
+
+
 def _class_index(loaded: LoadedModel, name: str) -> int:
     if name not in loaded.classes:
         raise ValueError(f"target must be one of the model's classes {loaded.classes}, got {name!r}")
@@ -154,11 +161,7 @@ def render_explanation(explanation: Explanation, title: str) -> bytes:
     """The explanation as a PNG: input, overlay and map side by side, titled with the probability."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     picture = np.clip(explanation.image.transpose(1, 2, 0), 0, 1)
     figure, axes = plt.subplots(1, 3, figsize=(9, 3.3))
     axes[0].imshow(picture)
@@ -184,11 +187,7 @@ def render_explanation(explanation: Explanation, title: str) -> bytes:
 
 def save_feature_maps(maps: dict[str, np.ndarray], folder: str | os.PathLike, stem: str) -> list[Path]:
     """One grid image per layer, `stem-LAYER.png`, each map scaled to its own maximum."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []

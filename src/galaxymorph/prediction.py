@@ -144,7 +144,7 @@ def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.Pa
     `inputs` are image files, folders, catalogs, or `CatalogRow`s; `model` a bundled model name,
     a checkpoint path or an already loaded model.
     """
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = load_model(model)
     classifier = Classifier(loaded, backend=options.backend, threads=options.threads, tta=options.tta)
     rows = _as_rows(inputs)
     for decoded in decode_in_batches(rows, loaded.preprocessing, file_of=lambda row: None if row.error else row.file,

@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from galaxymorph.catalog import CatalogRow
 from galaxymorph.config import DEFAULT_MODEL, service_api_key
-from galaxymorph.errors import GalaxyMorphError, ImageReadError
+from galaxymorph.errors import ImageReadError
 from galaxymorph.models import LoadedModel, bundled_models, load_model
 from galaxymorph.prediction import Classifier
 from galaxymorph.preprocess.decode import ModelInput, decode_bytes
@@ -174,8 +174,7 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         return rows
 
     async def classify_positions(positions: list, survey: str) -> list[dict]:
-        from galaxymorph.catalog import SkyPosition
-        from galaxymorph.config import cache_dir
+        from galaxymorph.catalog import SkyPosition, sky_position_degrees
         from galaxymorph.remote import SURVEYS, CutoutCache, CutoutService, iter_fetched
 
         if len(positions) > settings.max_files:
@@ -183,16 +182,14 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         parsed = []
         for number, item in enumerate(positions, 1):
             try:
-                ra, dec = float(item["ra"]), float(item["dec"])
-                if not -90 <= dec <= 90:
-                    raise ValueError
+                ra, dec = sky_position_degrees(float(item["ra"]), float(item["dec"]))
             except (TypeError, KeyError, ValueError):
                 raise ServiceError(422, f"position {number} needs numeric 'ra' and 'dec' (degrees)", position=item) from None
-            parsed.append(SkyPosition(str(item.get("id", number)), ra % 360, dec, {}))
+            parsed.append(SkyPosition(str(item.get("id", number)), ra, dec, {}))
         if survey not in SURVEYS:
             raise ServiceError(422, f"survey must be one of {SURVEYS}")
         service = CutoutService(survey)
-        results = await asyncio.to_thread(lambda: list(iter_fetched(parsed, service, CutoutCache(cache_dir() / "cutouts"))))
+        results = await asyncio.to_thread(lambda: list(iter_fetched(parsed, service, CutoutCache.default())))
         named = [(r.position.id, r.file.read_bytes() if r.file else b"") for r in results]
         rows = await classify_images(named)
         reasons = {r.position.id: r.error for r in results if r.error}
@@ -212,15 +209,16 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         """Liveness: the model is loaded."""
         return {"status": "ok", "model": loaded.name}
 
+    described = {name: load_model(name) for name in bundled_models()} | {loaded.name: loaded}
+    model_descriptions = {"serving": loaded.name, "models": [
+        {"name": name, "classes": list(m.classes), "preprocessing": m.preprocessing.to_dict(),
+         "metrics": m.metadata.get("metrics", {}), "calibration": m.metadata.get("calibration", {})}
+        for name, m in described.items()]}
+
     @app.get("/v1/models")
     async def models() -> dict:
         """The model being served and the bundled ones: classes, preprocessing, metrics."""
-        described = {name: load_model(name) for name in bundled_models()}
-        described[loaded.name] = loaded
-        return {"serving": loaded.name, "models": [
-            {"name": name, "classes": list(m.classes), "preprocessing": m.preprocessing.to_dict(),
-             "metrics": m.metadata.get("metrics", {}), "calibration": m.metadata.get("calibration", {})}
-            for name, m in described.items()]}
+        return model_descriptions
 
     @app.post("/v1/classify")
     async def classify(request: Request) -> JSONResponse:

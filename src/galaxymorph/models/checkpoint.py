@@ -82,8 +82,11 @@ def bundled_checkpoint(name: str) -> Path:
     return Path(str(resources.files("galaxymorph.models") / BUNDLED_WEIGHTS / f"{name}.pt"))
 
 
-def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
-    """A bundled pretrained model by name (`galaxynet`, `seed`) or a checkpoint by path."""
+def load_model(name_or_path: str | os.PathLike | LoadedModel) -> LoadedModel:
+    """A bundled pretrained model by name (`galaxynet`, `seed`) or a checkpoint by path; a model
+    already loaded is returned as it is, so every API takes either."""
+    if isinstance(name_or_path, LoadedModel):
+        return name_or_path
     name = str(name_or_path)
     if name in bundled_models():
         return load_checkpoint(bundled_checkpoint(name))

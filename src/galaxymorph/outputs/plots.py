@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg back-end (no screen needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +20,7 @@ def _pyplot():
 
 def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, *, columns: int = 6) -> Path:
     """A grid of (H, W, 3) images with a caption under each, saved as PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, -(-len(images) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.5 * rows), squeeze=False)
     for axis in axes.flat:
@@ -35,7 +36,7 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str], path: s
 
 def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path) -> Path:
     """ROC curves, each (fpr, tpr, auc) under its label."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(4.5, 4.5))
     for label, (fpr, tpr, auc) in curves.items():
         axis.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
@@ -51,7 +52,7 @@ def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str 
 def reliability_plot(predicted: np.ndarray, observed: np.ndarray, counts: np.ndarray, ece: float,
                      path: str | Path) -> Path:
     """Reliability diagram: observed spiral fraction against mean predicted p_spiral per bin."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(4.5, 4.5))
     filled = counts > 0
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
@@ -67,7 +68,7 @@ def reliability_plot(predicted: np.ndarray, observed: np.ndarray, counts: np.nda
 
 def confusion_plot(matrix: np.ndarray, classes: Sequence[str], path: str | Path) -> Path:
     """Confusion matrix with counts; true classes in rows."""
-    plt = _pyplot()
+    plt = pyplot()
     size = 2.5 + 0.7 * len(classes)
     figure, axis = plt.subplots(figsize=(size, size))
     axis.imshow(matrix, cmap="Blues")

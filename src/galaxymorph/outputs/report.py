@@ -20,8 +20,8 @@ from PIL import Image
 from galaxymorph.catalog import read_catalog, read_labelled_catalog
 from galaxymorph.config import DEFAULT_MODEL
 from galaxymorph.errors import CatalogError, GalaxyMorphError
-from galaxymorph.labels import binary_label
-from galaxymorph.metrics import binary_summary, calibration_bins, confusion_matrix, roc_curve
+from galaxymorph.evaluation import spiral_evaluation
+from galaxymorph.labels import BINARY_CLASSES, binary_label
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs import plots
 from galaxymorph.preprocess.decode import read_model_input
@@ -34,7 +34,7 @@ def write_report(catalog: str | os.PathLike, output: str | os.PathLike, *, label
                  model: str | os.PathLike | LoadedModel = DEFAULT_MODEL, gallery_size: int = GALLERY_SIZE) -> Path:
     """Write the report of a `classify` output catalog (`id, file, label, p_spiral, ..., error`)."""
     catalog = Path(catalog)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = load_model(model)
     all_rows = read_catalog(catalog).to_pylist()
     rows = [row for row in all_rows if not row.get("error")]
     missing = {"id", "file", "label", "p_spiral"} - set(rows[0] if rows else {})
@@ -54,7 +54,8 @@ def write_report(catalog: str | os.PathLike, output: str | os.PathLike, *, label
     page.section("Most confident ellipticals", page.gallery([row for row in by_p if row["label"] == "elliptical"][:gallery_size]))
     page.section("Most uncertain", page.gallery(sorted(rows, key=lambda row: abs(row["p_spiral"] - 0.5))[:gallery_size]))
     if labels is not None:
-        truth = dict(zip(*_labels_by_id(labels)))
+        labelled = read_labelled_catalog(labels)
+        truth = dict(zip(labelled.ids, labelled.labels))
         scored = [dict(row, truth=binary_label(truth[row["id"]])) for row in rows
                   if row["id"] in truth and binary_label(truth[row["id"]])]
         if not scored:
@@ -75,13 +76,8 @@ def _resolve(file: str, folder: Path) -> Path:
     return path if path.is_absolute() or path.exists() else folder / path
 
 
-def _labels_by_id(labels: str | os.PathLike) -> tuple[list[str], list[str]]:
-    labelled = read_labelled_catalog(labels)
-    return labelled.ids, labelled.labels
-
-
 def _histogram(values: list[float]) -> bytes:
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     figure, axis = plt.subplots(figsize=(5, 3))
     axis.hist(values, bins=20, range=(0, 1), color="#4a6fa5")
     axis.set(xlabel="p_spiral", ylabel="galaxies")
@@ -95,16 +91,10 @@ def _histogram(values: list[float]) -> bytes:
 def _evaluation(page: _Page, scored: list[dict]) -> str:
     p_spiral = np.array([row["p_spiral"] for row in scored])
     is_spiral = np.array([row["truth"] == "spiral" for row in scored])
-    summary = binary_summary(p_spiral, is_spiral)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        fpr, tpr = roc_curve(p_spiral, is_spiral)
-        figures = [
-            plots.roc_plot({page.loaded.name: (fpr, tpr, summary["roc_auc"])}, scratch / "roc.png"),
-            plots.reliability_plot(*calibration_bins(p_spiral, is_spiral), summary["ece"], scratch / "reliability.png"),
-            plots.confusion_plot(confusion_matrix(is_spiral.astype(int), (p_spiral >= 0.5).astype(int), 2),
-                                 ["elliptical", "spiral"], scratch / "confusion.png"),
-        ]
+        summary, matrix, figures = spiral_evaluation(p_spiral, is_spiral, page.loaded.name, scratch)
+        figures.append(plots.confusion_plot(matrix, list(BINARY_CLASSES), scratch / "confusion.png"))
         images = "".join(page.figure(path.read_bytes(), path.stem) for path in figures)
     return (f"<p>{len(scored)} labelled galaxies: accuracy {summary['accuracy']:.4f}, ROC AUC "
             f"{summary['roc_auc']:.4f}, expected calibration error {summary['ece']:.4f}.</p><div class='row'>{images}</div>")

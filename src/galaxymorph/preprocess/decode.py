@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,22 +61,12 @@ def load_image(path: str | os.PathLike, preprocessing: Preprocessing = Preproces
 def read_model_input(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing()) -> ModelInput:
     """`load_image`, also saying whether framing found a central galaxy."""
     path = Path(path)
-    try:
+    with _read_errors_named(path):
         if path.stat().st_size == 0:
             raise ImageReadError(path, "file is empty")
         if _is_fits(path):
             return _frame_float(_read_fits(path, preprocessing), preprocessing)
         return _load_pil(path, preprocessing)
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ImageReadError(path, "is a directory, not an image file") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(path, "not a readable image (unknown or corrupt format)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageReadError(path, f"corrupt or truncated image ({exc})") from exc
 
 
 def decode_bytes(data: bytes, name: str, preprocessing: Preprocessing = Preprocessing(), *,
@@ -85,16 +76,29 @@ def decode_bytes(data: bytes, name: str, preprocessing: Preprocessing = Preproce
     bombs)."""
     if not data:
         raise ImageReadError(name, "file is empty")
-    try:
+    with _read_errors_named(name):
         if data.startswith(_FITS_MAGIC):
             return _frame_float(_read_fits(name, preprocessing, io.BytesIO(data), max_pixels), preprocessing)
         return _load_pil(name, preprocessing, io.BytesIO(data), max_pixels)
+
+
+@contextmanager
+def _read_errors_named(source: object) -> Iterator[None]:
+    """Turn whatever the readers raise into an `ImageReadError` naming `source`."""
+    try:
+        yield
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise ImageReadError(name, "not a readable image (unknown or corrupt format, or far too large)") from None
+    except FileNotFoundError:
+        raise ImageReadError(source, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(source, "is a directory, not an image file") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(source, "not a readable image (unknown or corrupt format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(source, f"image is far too large ({exc})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageReadError(name, f"corrupt or truncated image ({exc})") from exc
+        raise ImageReadError(source, f"corrupt or truncated image ({exc})") from exc
 
 
 def _check_pixels(path: object, width: int, height: int, max_pixels: int | None) -> None:

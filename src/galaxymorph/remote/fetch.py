@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from galaxymorph.catalog import CatalogRow, SkyPosition, iter_sky_positions
+from galaxymorph.config import cache_dir
 from galaxymorph.remote.services import CutoutRequest, CutoutService
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -78,6 +79,11 @@ class CutoutCache:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self._folders: set[Path] = set()
+
+    @classmethod
+    def default(cls) -> CutoutCache:
+        """The cache `classify --fetch` and the web service share: `cutouts/` in the galaxymorph cache."""
+        return cls(cache_dir() / "cutouts")
 
     def path_for(self, request: CutoutRequest) -> Path:
         key = request.key
@@ -373,8 +379,8 @@ def iter_fetched_rows(catalog: str | os.PathLike, service: CutoutService, cache:
         yield CatalogRow(result.position.id, result.file, result.error, result.position.columns)
 
 
-def manifest_row(result: FetchResult, *, relative_to: Path | None = None) -> dict:
-    file = "" if result.file is None else str(result.file.relative_to(relative_to) if relative_to else result.file)
+def manifest_row(result: FetchResult, *, relative_to: Path) -> dict:
+    file = "" if result.file is None else str(result.file.relative_to(relative_to))
     return {**result.position.columns, "id": result.position.id, "file": file, "status": result.status,
             "attempts": result.attempts, "error": result.error}
 
