@@ -7,7 +7,8 @@ For every galaxy of the split: the model input, its explanation map for the pred
 the central galaxy's segmentation in that input (the framing step's `central_segment`). Reported:
 the share of the map's total that falls inside the segmentation (goal >= 0.6 for the default
 model with Grad-CAM), the share of the image the segmentation covers (what a map spread evenly
-would score), and the Spearman rank correlation between the maps of the trained model and of the
+would score), where the map's total lies by distance from the centre (8 px rings) beside how much
+of each ring the segmentation fills, and the Spearman rank correlation between the maps of the trained model and of the
 same architecture with re-initialised weights (goal < 0.5; Adebayo et al. 2018's randomisation test).
 """
 
@@ -29,6 +30,7 @@ from galaxymorph.models import LoadedModel, create_model, load_model
 from galaxymorph.preprocess.framing import central_segment
 from galaxymorph.preprocess.parallel import decode_in_batches
 
+RING_WIDTH = 8
 DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz1-sdss" / "labels.csv"
 
 
@@ -49,6 +51,10 @@ def main() -> None:
     randomised = LoadedModel("re-initialised", random_model.eval(), loaded.preprocessing, loaded.metadata)
     started = time.perf_counter()
     shares, areas, correlations, unsegmented = [], [], [], 0
+    size = loaded.preprocessing.image_size
+    distance = np.hypot(*(np.indices((size, size)) - (size - 1) / 2))
+    rings = [(distance >= inner) & (distance < inner + RING_WIDTH) for inner in range(0, size // 2 + RING_WIDTH, RING_WIDTH)]
+    map_in_rings, segment_in_rings = np.zeros(len(rings)), np.zeros(len(rings))
     for batch in decode_in_batches(files, loaded.preprocessing, file_of=Path, batch_size=64, workers=os.cpu_count() or 1):
         images = batch.images
         maps, targets = attributions(loaded, images, args.method)
@@ -60,6 +66,8 @@ def main() -> None:
                 continue
             shares.append(share_inside(trained_map, segment))
             areas.append(segment.mean())
+            map_in_rings += [share_inside(trained_map, ring) for ring in rings]
+            segment_in_rings += [segment[ring].mean() for ring in rings]
             correlations.append(rank_correlation(trained_map, random_map))
     seconds = time.perf_counter() - started
     print(f"# explanations on gz1-sdss {args.split} split, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
@@ -67,6 +75,9 @@ def main() -> None:
     print(f"galaxies {len(files)}, with a central segmentation {len(shares)}, without {unsegmented}")
     print(f"share of the map inside the galaxy: mean {np.mean(shares):.3f}, median {np.median(shares):.3f} "
           f"(goal >= 0.6); the segmentation covers {np.mean(areas):.3f} of the image on average")
+    print(f"share of the map in {RING_WIDTH} px rings from the centre: "
+          f"{', '.join(f'{v:.2f}' for v in map_in_rings / len(shares))}; "
+          f"share of each ring inside the segmentation: {', '.join(f'{v:.2f}' for v in segment_in_rings / len(shares))}")
     print(f"rank correlation with a re-initialised model: mean {np.mean(correlations):.3f}, "
           f"median {np.median(correlations):.3f} (goal < 0.5)")
     print(f"{len(files) / seconds:.1f} galaxies/s for both maps")
