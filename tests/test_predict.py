@@ -1,11 +1,15 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from galaxymorph import classify, load_model, predict
+from galaxymorph import ModelError, classify, load_model, predict
 from galaxymorph.prediction import Classifier, PredictOptions
+from galaxymorph.preprocess.parallel import decode_in_batches
 from galaxymorph.sources.synthetic import write_examples
 
 
@@ -105,3 +109,43 @@ def test_confident_flag_follows_the_documented_threshold(tmp_path, trained_check
     for row in rows:
         expected = abs(row["p_spiral"] - 0.5) >= CONFIDENT_MARGIN and row["p_spiral_std"] <= 0.1
         assert row["confident"] == expected
+
+
+def test_workers_decode_into_shared_memory_that_leaves_nothing_behind(tmp_path):
+    paths = [path for path, _ in write_examples(tmp_path, 9, seed=6)]
+    preprocessing = load_model("galaxynet").preprocessing
+    before = shared_memory_names()
+    in_process = np.concatenate([batch.images for batch in decode_in_batches(paths, preprocessing, file_of=Path,
+                                                                             batch_size=4, workers=0)])
+    in_workers = np.concatenate([batch.images.copy() for batch in decode_in_batches(paths, preprocessing, file_of=Path,
+                                                                                    batch_size=4, workers=2)])
+    np.testing.assert_array_equal(in_workers, in_process)
+    stopped_early = decode_in_batches(paths, preprocessing, file_of=Path, batch_size=4, workers=2)
+    next(stopped_early)
+    stopped_early.close()
+    assert shared_memory_names() == before
+
+
+def shared_memory_names() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("gm-")}
+
+
+def test_the_cuda_back_end_is_refused_without_a_gpu(galaxy_jpeg):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ModelError, match="torch sees no CUDA GPU"):
+        next(predict([galaxy_jpeg], options=PredictOptions(workers=0, backend="cuda")))
+
+
+@pytest.mark.gpu
+def test_the_cuda_back_end_agrees_with_onnx_runtime(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    paths = [path for path, _ in write_examples(tmp_path, 16, seed=7)]
+    on_gpu = next(predict(paths, options=PredictOptions(workers=2, backend="cuda")))
+    on_cpu = next(predict(paths, options=PredictOptions(workers=2, backend="onnx")))
+    np.testing.assert_allclose([row["p_spiral"] for row in on_gpu], [row["p_spiral"] for row in on_cpu], atol=0.02)  # bf16

@@ -91,17 +91,17 @@ class CatalogRow:
 
 
 def iter_catalog_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:
-    """Stream (id, file) rows of a catalog; files are resolved relative to the catalog's folder."""
+    """Stream (id, file) rows of a catalog, with all its columns (which the output keeps); files are
+    resolved relative to the catalog's folder."""
     path = Path(path)
     for batch in iter_catalog_batches(path):
         names = batch.schema.names
         file_column = find_column(names, FILE_COLUMNS, path=path)
         id_column = find_column(names, ID_COLUMNS, path=path, required=False)
-        files = batch.column(file_column).to_pylist()
-        ids = batch.column(id_column).to_pylist() if id_column else [None] * len(files)
-        for row_id, file in zip(ids, files):
+        for columns in batch.to_pylist():
+            row_id, file = columns[id_column] if id_column else None, columns[file_column]
             resolved = path.parent / str(file or "")
-            yield CatalogRow(str(row_id) if row_id is not None else Path(str(file)).stem, resolved)
+            yield CatalogRow(str(row_id) if row_id is not None else Path(str(file)).stem, resolved, columns=columns)
 
 
 @dataclass(frozen=True)
@@ -130,12 +130,18 @@ def iter_sky_positions(path: str | os.PathLike, *, ra_column: str = "ra", dec_co
         for columns in batch.to_pylist():
             number += 1
             row_id = str(columns[id_name]) if id_name and columns[id_name] is not None else str(number)
-            try:
-                ra, dec = _degrees(columns[ra_column], columns[dec_column])
-            except ValueError as exc:
-                yield SkyPosition(row_id, math.nan, math.nan, columns, f"row {number}: {exc}")
-                continue
-            yield SkyPosition(row_id, ra, dec, columns)
+            yield sky_position(columns, row_id=row_id, ra_column=ra_column, dec_column=dec_column, row_name=f"row {number}")
+
+
+def sky_position(columns: dict, *, row_id: str, ra_column: str = "ra", dec_column: str = "dec",
+                 row_name: str = "") -> SkyPosition:
+    """The position of one catalog row (its `columns`); an unusable one carries the reason,
+    prefixed by `row_name`."""
+    try:
+        ra, dec = _degrees(columns[ra_column], columns[dec_column])
+    except ValueError as exc:
+        return SkyPosition(row_id, math.nan, math.nan, columns, f"{row_name or row_id}: {exc}")
+    return SkyPosition(row_id, ra, dec, columns)
 
 
 def _degrees(ra: object, dec: object) -> tuple[float, float]:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from galaxymorph.config import BATCH_SIZE, DEFAULT_MODEL, SPLIT_SEED, Preprocessing
+from galaxymorph.outputs.catalog_writer import CHUNK_ROWS
 
 app = typer.Typer(help="Galaxy morphology from survey images: elliptical or spiral, then the finer classes.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -17,7 +18,7 @@ app.add_typer(models_app, name="models")
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Bundled model name or checkpoint path.")]
 BatchOption = Annotated[int, typer.Option(help="Images per inference batch.")]
 WorkersOption = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
-BackendOption = Annotated[str, typer.Option(help="Inference back-end: auto, onnx or torch.")]
+BackendOption = Annotated[str, typer.Option(help="Inference back-end: auto (cuda when a GPU is present, else onnx), cuda, onnx or torch.")]
 TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average over the 8 rotations and mirror images of each galaxy (8x the inference cost); fills p_spiral_std.")]
 SurveyOption = Annotated[str, typer.Option(help="Cutout service: sdss (SkyServer) or legacy (DESI Legacy Survey viewer).", rich_help_panel="Cutouts")]
 SizeOption = Annotated[int, typer.Option("--size", help="Cutout side in pixels.", rich_help_panel="Cutouts")]
@@ -57,14 +58,17 @@ def _predict_options(batch_size: int, workers: int | None, backend: str, tta: bo
 
 @app.command()
 def classify(
-    paths: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively) or catalogs (.csv/.parquet with a file column).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output catalog, .csv or .parquet.")] = Path("morphology.csv"),
+    paths: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively), catalogs (.csv/.parquet with a file column), HDF5 arrays (Galaxy10 layout) or tar shards (WebDataset layout).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output catalog, .csv or .parquet; or a folder (no suffix) for a Parquet dataset in ordered chunks, which --resume continues.")] = Path("morphology.csv"),
     model: ModelOption = DEFAULT_MODEL,
     batch_size: BatchOption = BATCH_SIZE,
     workers: WorkersOption = None,
     backend: BackendOption = "auto",
     tta: TtaOption = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run into the same dataset folder: rows it holds are skipped (same inputs, same order).", rich_help_panel="Survey scale")] = False,
+    chunk_rows: Annotated[int, typer.Option(help="Rows per Parquet chunk of a dataset folder.", rich_help_panel="Survey scale")] = CHUNK_ROWS,
+    scheduler: Annotated[Optional[str], typer.Option(help="Run on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' for a LocalCluster; PATHS are catalogs, the output a dataset folder. Needs galaxymorph[scale].", rich_help_panel="Survey scale")] = None,
     fetch: Annotated[bool, typer.Option("--fetch", help="PATHS are catalogs of sky positions: fetch each cutout and classify it as it arrives.", rich_help_panel="Cutouts")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="With --fetch: where cutouts are kept (default: the galaxymorph cache).", rich_help_panel="Cutouts")] = None,
     survey: SurveyOption = "sdss",
@@ -84,30 +88,54 @@ def classify(
     """Classify images and write one row per image: id, file, label, p_spiral, p_spiral_std, confident, error.
 
     With --fetch, each catalog row's cutout is downloaded while earlier ones are classified, and the
-    output keeps the catalog's own columns."""
+    output keeps the catalog's own columns. With --scheduler, catalogs are classified on a Dask cluster."""
     from galaxymorph.errors import GalaxyMorphError
     from galaxymorph.prediction import classify as run_classify
 
     try:
-        inputs = paths
+        cutouts = None
         if fetch:
-            from itertools import chain
-
-            from galaxymorph.remote import CutoutCache, iter_fetched_rows
+            from galaxymorph.remote import CutoutCache
 
             service, fetch_options = _cutout_source(survey, size, pixel_scale, image_format, layer, base_url,
                                                     concurrency, rate_limit, timeout, retries)
-            cache = CutoutCache(cache_dir) if cache_dir else CutoutCache.default()
-            inputs = chain.from_iterable(
-                iter_fetched_rows(path, service, cache, options=fetch_options, ra_column=ra_column,
-                                  dec_column=dec_column, id_column=id_column) for path in paths)
-        summary = run_classify(inputs, output, model=model, options=_predict_options(batch_size, workers, backend, tta, progress))
+            cutouts = (service, CutoutCache(cache_dir) if cache_dir else CutoutCache.default(), fetch_options)
+        if scheduler:
+            summary = _classify_on_cluster(paths, output, scheduler, model, backend, tta, cutouts,
+                                           (ra_column, dec_column, id_column))
+        else:
+            inputs = paths
+            if cutouts:
+                from itertools import chain
+
+                from galaxymorph.remote import iter_fetched_rows
+
+                service, cache, fetch_options = cutouts
+                inputs = chain.from_iterable(
+                    iter_fetched_rows(path, service, cache, options=fetch_options, ra_column=ra_column,
+                                      dec_column=dec_column, id_column=id_column) for path in paths)
+            summary = run_classify(inputs, output, model=model, options=_predict_options(batch_size, workers, backend, tta, progress),
+                                   resume=resume, chunk_rows=chunk_rows)
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
+    if summary.resumed_after:
+        typer.echo(f"resumed after the {summary.resumed_after} rows already in {summary.output}")
     typer.echo(f"{summary.rows} rows written to {summary.output}; {summary.failed} could not be classified"
                + (" (reasons in the error column)" if summary.failed else ""))
     if summary.rows and summary.failed == summary.rows:
         raise typer.Exit(code=1)
+
+
+def _classify_on_cluster(paths, output, scheduler, model, backend, tta, cutouts, position_columns):
+    try:
+        from galaxymorph.scale import WORKER_OPTIONS, Cutouts, classify_on_cluster
+    except ImportError as error:
+        raise ValueError(f"--scheduler needs Dask: pip install 'galaxymorph[scale]' ({error})") from error
+    from dataclasses import replace
+
+    return classify_on_cluster(paths, output, scheduler=scheduler, model=model,
+                               options=replace(WORKER_OPTIONS, backend=backend, tta=tta),
+                               cutouts=Cutouts(*cutouts, *position_columns) if cutouts else None)
 
 
 @app.command()

@@ -12,6 +12,7 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,11 @@ from galaxymorph.catalog import CatalogRow
 from galaxymorph.config import BATCH_SIZE, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, DEFAULT_MODEL
 from galaxymorph.labels import BINARY_CLASSES, has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
-from galaxymorph.outputs.catalog_writer import CatalogWriter, check_output_path
+from galaxymorph.outputs.catalog_writer import CHUNK_ROWS, check_output_path, open_catalog_writer
 from galaxymorph.preprocess.parallel import DecodedBatch, decode_in_batches
 from galaxymorph.sources import iter_inputs
 
-BACKENDS = ("auto", "onnx", "torch")
+BACKENDS = ("auto", "cuda", "onnx", "torch")
 
 
 def default_workers() -> int:
@@ -52,7 +53,9 @@ class PredictOptions:
 
 
 class Classifier:
-    """A loaded model behind an inference back-end: ONNX Runtime when installed, else torch."""
+    """A loaded model behind an inference back-end: torch on a CUDA GPU when one is present (bf16
+    autocast, channels-last, inputs staged through pinned memory), else ONNX Runtime on the CPU when
+    installed, else torch on the CPU."""
 
     def __init__(self, loaded: LoadedModel, *, backend: str = "auto", threads: int | None = None,
                  tta: bool = False) -> None:
@@ -63,6 +66,8 @@ class Classifier:
         self.backend = _resolve_backend(backend)
         if self.backend == "onnx":
             self._session = _onnx_session(loaded, threads)
+        elif self.backend == "cuda":
+            self._gpu_model, self._staging = _cuda_model(loaded), None
         elif threads:
             import torch
 
@@ -91,9 +96,32 @@ class Classifier:
             if self.backend == "onnx":
                 inputs = {"images": np.ascontiguousarray(images, dtype=np.float32)}
                 logits = torch.from_numpy(self._session.run(None, inputs)[0])
+            elif self.backend == "cuda":
+                logits = self._cuda_logits(images)
             else:
                 logits = self.loaded.model(torch.from_numpy(images))
             return logits_to_probabilities(logits.double() / self.temperature).numpy()
+
+    def _cuda_logits(self, images: np.ndarray):
+        """Copy the batch into a pinned buffer, then to the GPU without blocking; logits come back as float32."""
+        import torch
+
+        batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        if self._staging is None or self._staging.shape[0] < len(batch) or self._staging.shape[1:] != batch.shape[1:]:
+            self._staging = torch.empty(batch.shape, dtype=torch.float32).pin_memory()
+        staged = self._staging[:len(batch)]
+        staged.copy_(batch)
+        on_gpu = staged.to("cuda", non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = self._gpu_model(on_gpu)
+        return logits.float().cpu()  # waits for the GPU, so the pinned buffer is free again
+
+    def classify_rows(self, rows: Iterable[CatalogRow], *, options: PredictOptions = PredictOptions()) -> Iterator[list[dict]]:
+        """Output rows for input rows, batch by batch, decoding in `options.workers` processes."""
+        preprocessing = self.loaded.preprocessing
+        for decoded in decode_in_batches(rows, preprocessing, file_of=lambda row: None if row.error else row.file,
+                                         batch_size=options.batch_size, workers=options.workers):
+            yield self.rows(decoded)
 
     def rows(self, decoded: DecodedBatch[CatalogRow]) -> list[dict]:
         """One output row per item; failed items keep their reason and empty probabilities.
@@ -141,38 +169,45 @@ def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.Pa
             *, options: PredictOptions = PredictOptions()) -> Iterator[list[dict]]:
     """Classify images batch by batch; yields lists of row dicts in input order.
 
-    `inputs` are image files, folders, catalogs, or `CatalogRow`s; `model` a bundled model name,
-    a checkpoint path or an already loaded model.
+    `inputs` are image files, folders, catalogs, HDF5 arrays, tar shards, or `CatalogRow`s; `model`
+    a bundled model name, a checkpoint path or an already loaded model.
     """
     loaded = load_model(model)
     classifier = Classifier(loaded, backend=options.backend, threads=options.threads, tta=options.tta)
-    rows = _as_rows(inputs)
-    for decoded in decode_in_batches(rows, loaded.preprocessing, file_of=lambda row: None if row.error else row.file,
-                                     batch_size=options.batch_size, workers=options.workers):
-        yield classifier.rows(decoded)
+    yield from classifier.classify_rows(_as_rows(inputs), options=options)
 
 
 @dataclass(frozen=True)
 class ClassifySummary:
+    """Where the catalog went, its rows (with those of an earlier run that this one resumed), how
+    many failed in this run, and how many rows an earlier run had already done."""
+
     output: Path
     rows: int
     failed: int
+    resumed_after: int = 0
 
 
 def classify(inputs: Iterable[str | os.PathLike | CatalogRow], output: str | os.PathLike, *,
-             model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
-             options: PredictOptions = PredictOptions()) -> ClassifySummary:
-    """Classify images and write the morphology catalog (.csv or .parquet) as results arrive."""
+             model: str | os.PathLike | LoadedModel = DEFAULT_MODEL, options: PredictOptions = PredictOptions(),
+             resume: bool = False, chunk_rows: int = CHUNK_ROWS) -> ClassifySummary:
+    """Classify images and write the morphology catalog as results arrive: a .csv or .parquet file,
+    or a folder of Parquet chunks of `chunk_rows` rows that a killed run `resume`s (the inputs must
+    come in the same order: the rows the folder holds are skipped)."""
     from tqdm import tqdm
 
     output = check_output_path(output)
+    loaded = load_model(model)
+    settings = {"model": loaded.name, "classes": list(loaded.classes), "tta": options.tta}
     failed = 0
-    with CatalogWriter(output) as writer, tqdm(desc="classify", unit="img", disable=not options.progress) as bar:
-        for rows in predict(inputs, model, options=options):
+    with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings) as writer, \
+            tqdm(desc="classify", unit="img", disable=not options.progress) as bar:
+        done = writer.rows_done
+        for rows in predict(islice(_as_rows(inputs), done, None), loaded, options=options):
             writer.write(rows)
             failed += sum(1 for row in rows if row["error"])
             bar.update(len(rows))
-    return ClassifySummary(output, writer.rows_written, failed)
+    return ClassifySummary(output, done + writer.rows_written, failed, done)
 
 
 def _as_rows(inputs: Iterable[str | os.PathLike | CatalogRow]) -> Iterator[CatalogRow]:
@@ -184,8 +219,17 @@ def _as_rows(inputs: Iterable[str | os.PathLike | CatalogRow]) -> Iterator[Catal
 
 
 def _resolve_backend(backend: str) -> str:
-    """'auto' means ONNX Runtime when it and the exporter's onnx package are installed, else torch."""
+    """'auto' means CUDA when torch sees a GPU, else ONNX Runtime when it and the exporter's onnx
+    package are installed, else torch on the CPU."""
+    import torch
+
+    if backend == "cuda" and not torch.cuda.is_available():
+        from galaxymorph.errors import ModelError
+
+        raise ModelError("backend 'cuda' asked for, but torch sees no CUDA GPU")
     if backend == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
@@ -241,6 +285,15 @@ def export_onnx(loaded: LoadedModel, path: str | os.PathLike, *, check_images: i
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     return path, difference
+
+
+def _cuda_model(loaded: LoadedModel):
+    """A copy of the model on the GPU in channels-last layout (the loaded model stays on the CPU)."""
+    import copy
+
+    import torch
+
+    return copy.deepcopy(loaded.model).eval().to("cuda", memory_format=torch.channels_last)
 
 
 def _onnx_session(loaded: LoadedModel, threads: int | None):

@@ -82,6 +82,21 @@ def decode_bytes(data: bytes, name: str, preprocessing: Preprocessing = Preproce
         return _load_pil(name, preprocessing, io.BytesIO(data), max_pixels)
 
 
+def decode_array(pixels: np.ndarray, name: str, preprocessing: Preprocessing = Preprocessing()) -> ModelInput:
+    """`read_model_input` for an image held as an array (a row of an HDF5 file): uint8 (H, W, 3)
+    RGB or (H, W) grey, or floating point in [0, 1]; `name` labels the errors."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != CHANNELS):
+        raise ImageReadError(name, f"array of shape {pixels.shape} is not an (H, W, 3) or (H, W) image")
+    _check_size(name, pixels.shape[1], pixels.shape[0])
+    if pixels.dtype == np.uint8:
+        return _frame_rgb(Image.fromarray(pixels).convert("RGB"), preprocessing)
+    if not np.issubdtype(pixels.dtype, np.floating):
+        raise ImageReadError(name, f"array of {pixels.dtype}: expected uint8 or floating point in [0, 1]")
+    bands = np.nan_to_num(pixels.astype(np.float32)).clip(0.0, 1.0)
+    return _frame_float(np.repeat(bands[None], CHANNELS, 0) if bands.ndim == 2 else bands.transpose(2, 0, 1), preprocessing)
+
+
 @contextmanager
 def _read_errors_named(source: object) -> Iterator[None]:
     """Turn whatever the readers raise into an `ImageReadError` naming `source`."""

@@ -1,34 +1,49 @@
-"""Decode images in worker processes, in order, with a bounded number of batches in flight.
+"""Decode images in worker processes, in order, into shared-memory batches.
 
-Bounding what is in flight keeps memory flat however many inputs there are: the reader never runs
-more than a few batches ahead of whoever consumes them.
+Workers write model inputs straight into a ring of shared-memory blocks, one batch per block, and
+send back only the error reasons; the pixels are never pickled. Bounding the batches in flight keeps
+memory flat however many inputs there are: the reader never runs more than a few batches ahead of
+whoever consumes them.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import islice
+from multiprocessing import shared_memory
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from galaxymorph.config import CHANNELS, Preprocessing
 from galaxymorph.errors import ImageReadError
-from galaxymorph.preprocess.decode import read_model_input
+from galaxymorph.preprocess.decode import ModelInput, read_model_input
 
 Item = TypeVar("Item")
 BATCHES_IN_FLIGHT_PER_WORKER = 2
+_blocks: dict[str, shared_memory.SharedMemory] = {}
+"""Shared-memory blocks of this process: created here, inherited through fork, or attached by name."""
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """An image that is not a file of its own (a row of an HDF5 array, a member of a tar shard)."""
+
+    def model_input(self, preprocessing: Preprocessing) -> ModelInput: ...
 
 
 @dataclass
 class DecodedBatch(Generic[Item]):
     """Items with their model inputs (zeros where decoding failed), error reasons ('' when fine) and,
-    with framing on, whether a central galaxy was found."""
+    with framing on, whether a central galaxy was found. From `decode_in_batches` with workers,
+    `images` lies in shared memory that the next batch reuses: copy it to keep it."""
 
     items: list[Item]
     images: np.ndarray
@@ -36,23 +51,26 @@ class DecodedBatch(Generic[Item]):
     galaxy_found: list[bool | None]
 
 
-def decode_files(files: Sequence[Path | None], preprocessing: Preprocessing) -> DecodedBatch[Path | None]:
-    """Decode files into (N, 3, S, S) float32; a failed file leaves zeros and its reason in errors.
+def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Preprocessing, *,
+                 out: np.ndarray | None = None) -> DecodedBatch[Path | ImageSource | None]:
+    """Decode files into (N, 3, S, S) float32 (into `out` when given); a failed file leaves zeros
+    and its reason in errors.
 
     A `None` file is a row that failed before decoding; its slot stays empty with no error here.
     """
     size = preprocessing.image_size
-    batch = DecodedBatch(list(files), np.zeros((len(files), CHANNELS, size, size), dtype=np.float32),
-                         [""] * len(files), [None] * len(files))
+    images = np.empty((len(files), CHANNELS, size, size), dtype=np.float32) if out is None else out
+    batch = DecodedBatch(list(files), images, [""] * len(files), [None] * len(files))
     for i, file in enumerate(files):
+        images[i] = 0.0
         if file is None:
             continue
         try:
-            decoded = read_model_input(file, preprocessing)
+            decoded = file.model_input(preprocessing) if isinstance(file, ImageSource) else read_model_input(file, preprocessing)
         except ImageReadError as exc:
             batch.errors[i] = str(exc)
         else:
-            batch.images[i], batch.galaxy_found[i] = decoded.pixels, decoded.galaxy_found
+            images[i], batch.galaxy_found[i] = decoded.pixels, decoded.galaxy_found
     return batch
 
 
@@ -60,15 +78,15 @@ def decode_in_batches(
     items: Iterable[Item],
     preprocessing: Preprocessing,
     *,
-    file_of: Callable[[Item], Path | None],
+    file_of: Callable[[Item], Path | ImageSource | None],
     batch_size: int,
     workers: int,
 ) -> Iterator[DecodedBatch[Item]]:
     """Yield decoded batches of `items`, in input order.
 
     `workers=0` decodes in this process; otherwise a pool of processes (the platform's default start
-    method, so scripts without a `__main__` guard work on Linux) decodes while the caller works on
-    earlier batches.
+    method, so scripts without a `__main__` guard work on Linux) decodes into shared memory while
+    the caller works on earlier batches.
     """
     iter_items = iter(items)
     batches = iter(lambda: list(islice(iter_items, batch_size)), [])
@@ -76,22 +94,74 @@ def decode_in_batches(
         for batch in batches:
             yield replace(decode_files([file_of(item) for item in batch], preprocessing), items=batch)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context()) as pool:
-        yield from _pipelined(pool, batches, preprocessing, file_of, workers * BATCHES_IN_FLIGHT_PER_WORKER)
+    in_flight = workers * BATCHES_IN_FLIGHT_PER_WORKER
+    shape = (batch_size, CHANNELS, preprocessing.image_size, preprocessing.image_size)
+    context = multiprocessing.get_context()
+    with _shared_blocks(in_flight + 1, shape, inherited=context.get_start_method() == "fork") as blocks, \
+            ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from _pipelined(pool, batches, preprocessing, file_of, blocks, shape)
 
 
-def _pipelined(pool: Executor, batches: Iterator[list], preprocessing: Preprocessing,
-               file_of: Callable, in_flight: int) -> Iterator[DecodedBatch]:
-    pending: deque[tuple[list, Future]] = deque()
+@contextmanager
+def _shared_blocks(count: int, shape: tuple[int, ...], *, inherited: bool) -> Iterator[list[shared_memory.SharedMemory]]:
+    """`count` shared-memory blocks of float32 `shape`.
+
+    When workers are forked from this process (`inherited`), they inherit the mappings, so the
+    blocks' names are removed at once and even a killed run leaves nothing behind in /dev/shm;
+    otherwise workers attach by name and the names go when the blocks do.
+    """
+    size = int(np.prod(shape)) * np.dtype(np.float32).itemsize
+    blocks = []
+    try:
+        for _ in range(count):
+            block = shared_memory.SharedMemory(name=f"gm-{secrets.token_hex(8)}", create=True, size=size)
+            blocks.append(block)
+            _blocks[block.name] = block
+            if inherited:
+                block.unlink()
+        yield blocks
+    finally:
+        for block in blocks:
+            del _blocks[block.name]
+            try:
+                block.close()
+            except BufferError:  # the caller still holds the last batch; the mapping goes with it
+                pass
+            if not inherited:
+                block.unlink()
+
+
+def _pipelined(pool: Executor, batches: Iterator[list], preprocessing: Preprocessing, file_of: Callable,
+               blocks: list[shared_memory.SharedMemory], shape: tuple[int, ...]) -> Iterator[DecodedBatch]:
+    free = deque(blocks)
+    pending: deque[tuple[list, shared_memory.SharedMemory, Future]] = deque()
 
     def submit_next() -> None:
         batch = next(batches, None)
         if batch is not None:
-            pending.append((batch, pool.submit(decode_files, [file_of(item) for item in batch], preprocessing)))
+            block = free.popleft()
+            future = pool.submit(_decode_into_block, block.name, shape, [file_of(item) for item in batch], preprocessing)
+            pending.append((batch, block, future))
 
-    for _ in range(in_flight):
+    for _ in range(len(blocks) - 1):
         submit_next()
     while pending:
-        batch, future = pending.popleft()
+        batch, block, future = pending.popleft()
+        errors, galaxy_found = future.result()
+        images = np.ndarray(shape, dtype=np.float32, buffer=block.buf)[:len(batch)]
+        yield DecodedBatch(batch, images, errors, galaxy_found)
+        del images
+        free.append(block)  # the caller has asked for the next batch: this one's block is free again
         submit_next()
-        yield replace(future.result(), items=batch)
+
+
+def _decode_into_block(name: str, shape: tuple[int, ...], files: list, preprocessing: Preprocessing
+                       ) -> tuple[list[str], list[bool | None]]:
+    """In a worker: decode into the named shared-memory block; only the reasons travel back."""
+    if name not in _blocks:  # not inherited through fork: attach by name
+        _blocks[name] = shared_memory.SharedMemory(name=name)
+    block = _blocks[name]
+    out = np.ndarray(shape, dtype=np.float32, buffer=block.buf)[:len(files)]
+    batch = decode_files(files, preprocessing, out=out)
+    del out
+    return batch.errors, batch.galaxy_found

@@ -9,24 +9,36 @@ from pathlib import Path
 from galaxymorph.catalog import CatalogRow, is_catalog_file, iter_catalog_rows
 from galaxymorph.errors import CatalogError
 from galaxymorph.preprocess import is_image_file
+from galaxymorph.sources.arrays import is_hdf5_file, iter_array_rows
+from galaxymorph.sources.shards import is_shard_file, iter_shard_rows
 
 
 def iter_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[CatalogRow]:
-    """Yield one row per image: files as given, folders recursively (sorted), catalogs row by row.
+    """Yield one row per image: files as given, folders recursively (sorted), catalogs row by row,
+    HDF5 arrays image by image, tar shards sample by sample.
 
     A path that does not exist is still yielded, so that it gets its own error row downstream; a
-    catalog that cannot be read becomes one row carrying the reason, and the other paths go on.
+    catalog, array file or shard that cannot be read becomes one row carrying the reason (after the
+    rows read before the problem), and the other paths go on.
     """
     for path in map(Path, paths):
         if path.is_dir():
             yield from _walk_folder(path)
-        elif is_catalog_file(path):
+        elif reader := _reader_of(path):
             try:
-                yield from iter_catalog_rows(path)
+                yield from reader(path)
             except CatalogError as exc:
                 yield CatalogRow(_stem(path), path, error=str(exc))
         else:
             yield CatalogRow(_stem(path), path)
+
+
+def _reader_of(path: Path):
+    for is_kind, reader in ((is_catalog_file, iter_catalog_rows), (is_hdf5_file, iter_array_rows),
+                            (is_shard_file, iter_shard_rows)):
+        if is_kind(path):
+            return reader
+    return None
 
 
 def _walk_folder(folder: Path) -> Iterator[CatalogRow]:
@@ -39,7 +51,7 @@ def _walk_folder(folder: Path) -> Iterator[CatalogRow]:
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (".fits.gz", ".fit.gz"):
+    for suffix in (".fits.gz", ".fit.gz", ".tar.gz", ".tar.bz2", ".tar.xz"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem

@@ -1,0 +1,143 @@
+"""The survey pipeline against its floor: decoding alone, classify end to end, the model alone, and
+peak memory by job size.
+
+Usage: python benchmarks/pipeline.py [--images 5000] [--backend auto|onnx|cuda|torch] [--batch-size 128]
+                                     [--workers N] [--tta] [--memory-sizes 10000 200000]
+
+Throughput runs on 423 px SDSS JPEGs (the gz1-sdss files, linked into a temporary folder as many
+times as needed) when ../shared/data/gz1-sdss is present, else on generated 423 px galaxies; decode
+alone and classify read the same files with the same decoder, framing and process count, and
+classify writes a Parquet dataset folder as a survey run would. The memory runs classify 1,000
+generated 423 px JPEGs linked as many times as the job size asks (10,000 files to a folder).
+Every measurement runs in a fresh process, so that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GZ1_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz1-sdss" / "images"
+GENERATED = 1000
+FILES_PER_FOLDER = 10_000
+
+
+def link_folder(folder: Path, sources: list[Path], count: int) -> Path:
+    """`count` links to `sources`, in subfolders of `FILES_PER_FOLDER`."""
+    for i in range(count):
+        subfolder = folder / f"{i // FILES_PER_FOLDER:04d}"
+        if i % FILES_PER_FOLDER == 0:
+            subfolder.mkdir(parents=True)
+        (subfolder / f"{i:07d}.jpeg").symlink_to(sources[i % len(sources)])
+    return folder
+
+
+def generated_jpegs(folder: Path) -> list[Path]:
+    from galaxymorph.sources.synthetic import write_examples
+
+    return [path for path, _ in write_examples(folder, GENERATED, size=423)]
+
+
+def run_job(job: str, folder: Path, args: argparse.Namespace, *, tta: bool = False) -> dict:
+    """Run one measurement in a fresh process and return what it printed."""
+    code = f"""
+import json, resource, time
+from dataclasses import replace
+from pathlib import Path
+import numpy as np
+from galaxymorph.models import load_model
+from galaxymorph.prediction import Classifier, PredictOptions, classify
+from galaxymorph.preprocess.parallel import decode_in_batches
+from galaxymorph.sources import iter_inputs
+job, folder, workers, batch_size = {job!r}, Path({str(folder)!r}), {args.workers}, {args.batch_size}
+loaded = load_model("galaxynet")
+preprocessing = replace(loaded.preprocessing, framing=False) if job == "decode_fixed_crop" else loaded.preprocessing
+started = time.perf_counter()
+if job.startswith("decode"):
+    count = sum(len(batch.items) for batch in decode_in_batches(
+        iter_inputs([folder]), preprocessing, file_of=lambda row: row.file, batch_size=batch_size, workers=workers))
+elif job == "model":
+    classifier = Classifier(loaded, backend={args.backend!r})
+    images = np.random.default_rng(0).random((batch_size, 3, 64, 64), dtype=np.float32)
+    for _ in range(3):
+        classifier.probabilities(images)
+    started, count = time.perf_counter(), 0
+    while time.perf_counter() - started < 5:
+        classifier.probabilities(images)
+        count += batch_size
+else:
+    options = PredictOptions(workers=workers, batch_size=batch_size, backend={args.backend!r}, tta={tta!r})
+    output = folder.parent / f"out-{{time.time_ns()}}"
+    count = classify([folder], output, model=loaded, options=options).rows
+seconds = time.perf_counter() - started
+print(json.dumps({{"images": count, "seconds": seconds,
+                  "output_bytes": sum(f.stat().st_size for f in output.iterdir()) if job == "classify" else 0,
+                  "backend": Classifier(loaded, backend={args.backend!r}).backend if job == "classify" else "",
+                  "peak_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
+"""
+    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    result["images_per_s"] = result["images"] / result["seconds"]
+    return result
+
+
+def machine() -> str:
+    import torch
+
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000, help="images in the throughput runs")
+    parser.add_argument("--backend", default="auto", help="inference back-end: auto, onnx, cuda or torch")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="decoding processes")
+    parser.add_argument("--tta", action="store_true", help="also time classify with test-time augmentation")
+    parser.add_argument("--memory-sizes", type=int, nargs=2, default=[10_000, 200_000], help="job sizes for peak memory")
+    args = parser.parse_args()
+
+    print(f"# pipeline, {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        generated = generated_jpegs(scratch / "generated")
+        sources = sorted(GZ1_IMAGES.glob("*.jpeg")) if GZ1_IMAGES.is_dir() else generated
+        folder = link_folder(scratch / "throughput", sources, args.images)
+        decode = run_job("decode", folder, args)
+        classify = run_job("classify", folder, args)
+        model = run_job("model", folder, args)
+        ratio = classify["images_per_s"] / decode["images_per_s"]
+        print(f"{args.images} 423 px JPEGs ({'gz1-sdss' if sources is not generated else 'generated'}), "
+              f"{args.workers} decoding processes, batches of {args.batch_size}, back-end {classify['backend']}")
+        print(f"decode alone : {decode['images_per_s']:8.0f} images/s")
+        print(f"classify     : {classify['images_per_s']:8.0f} images/s  ({ratio:.2f} of decode alone; goal >= 0.80)")
+        print(f"model alone  : {model['images_per_s']:8.0f} images/s  (inference on decoded batches, one process)")
+        print(f"output       : {classify['output_bytes'] / classify['images']:8.0f} bytes a row (Parquet chunks)")
+        fixed = run_job("decode_fixed_crop", folder, args)
+        print(f"decode alone without framing (fixed central crop): {fixed['images_per_s']:8.0f} images/s")
+        if args.tta:
+            augmented = run_job("classify", folder, args, tta=True)
+            print(f"classify+TTA : {augmented['images_per_s']:8.0f} images/s  "
+                  f"({augmented['images_per_s'] / decode['images_per_s']:.2f} of decode alone)")
+        peaks = []
+        for size in args.memory_sizes:
+            result = run_job("classify", link_folder(scratch / f"memory-{size}", generated, size), args)
+            peaks.append(result)
+            print(f"peak memory, {size:7d} generated JPEGs: main {result['peak_main_mb']:.0f} MB, "
+                  f"largest worker {result['peak_worker_mb']:.0f} MB ({result['images_per_s']:.0f} images/s)")
+        small, large = peaks
+        growth = (large["peak_main_mb"] - small["peak_main_mb"]) + (large["peak_worker_mb"] - small["peak_worker_mb"])
+        print(f"peak memory growth from {args.memory_sizes[0]} to {args.memory_sizes[1]} images: {growth:.0f} MB (goal < 100 MB)")
+
+
+if __name__ == "__main__":
+    main()
