@@ -45,6 +45,13 @@ class PredictOptions:
     tta: bool = False
     progress: bool = False
 
+    def inference_threads(self) -> int | None:
+        """`threads`, else one thread when decoding processes take every core (more would only
+        fight them for the cores), else the back-end's default."""
+        if self.threads:
+            return self.threads
+        return 1 if self.workers >= (os.cpu_count() or 1) else None
+
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
@@ -173,7 +180,7 @@ def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.Pa
     a bundled model name, a checkpoint path or an already loaded model.
     """
     loaded = load_model(model)
-    classifier = Classifier(loaded, backend=options.backend, threads=options.threads, tta=options.tta)
+    classifier = Classifier(loaded, backend=options.backend, threads=options.inference_threads(), tta=options.tta)
     yield from classifier.classify_rows(_as_rows(inputs), options=options)
 
 

@@ -77,14 +77,11 @@ class CatalogWriter:
         self.rows_written += len(rows)
 
     def _write_parquet(self, rows: list[dict]) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        table = rows_to_table(rows, None if self._writer is None else self._writer.schema)
         if self._writer is None:
-            table = pa.Table.from_pylist(rows)
             self._writer = pq.ParquetWriter(self.path, table.schema)
-        else:
-            table = pa.Table.from_pylist(rows, schema=self._writer.schema)
         self._writer.write_table(table)
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
@@ -158,10 +155,9 @@ class DatasetWriter:
         return [self.path / f"part-{number:06d}.parquet" for number in numbers]
 
     def _write_chunk(self, rows: list[dict]) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist(rows, schema=self._schema)
+        table = rows_to_table(rows, self._schema)
         self._schema = table.schema
         final = self.path / f"part-{self._chunks:06d}.parquet"
         partial = self.path / f".{final.name}.tmp"
@@ -172,6 +168,15 @@ class DatasetWriter:
         partial.replace(final)
         self._chunks += 1
         self.rows_written += len(rows)
+
+
+def rows_to_table(rows: list[dict], schema=None):
+    """An Arrow table of row dicts (the columns of `schema` when given, else every key in order of
+    appearance); built column by column, which is many times faster than row by row."""
+    import pyarrow as pa
+
+    names = schema.names if schema is not None else list(dict.fromkeys(key for row in rows for key in row))
+    return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in names}, schema=schema)
 
 
 def _csv_value(value: object) -> object:
