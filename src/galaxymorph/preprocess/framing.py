@@ -35,11 +35,11 @@ class CentralSource:
 def find_central_source(intensity: np.ndarray) -> CentralSource:
     """Segment the central source of a 2-D image and measure its centre and half-light radius."""
     image = np.asarray(intensity, dtype=np.float64)
-    segment = central_segment(image)
+    segment, sky = _segment(image)
     if segment is None:
         return CentralSource(False)
     ys, xs = np.nonzero(segment)
-    weights = np.clip(image - np.median(image), 0, None)[ys, xs]
+    weights = np.clip(image[ys, xs] - sky, 0, None)
     total = weights.sum()
     x, y = float((weights * xs).sum() / total), float((weights * ys).sum() / total)
     distance = np.hypot(xs - x, ys - y)
@@ -50,26 +50,32 @@ def find_central_source(intensity: np.ndarray) -> CentralSource:
 
 def central_segment(intensity: np.ndarray) -> np.ndarray | None:
     """The pixels (boolean mask) of the central source of a 2-D image, or None when there is none."""
+    return _segment(np.asarray(intensity, dtype=np.float64))[0]
+
+
+def _segment(image: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """`central_segment` of a float64 image, and the sky level it measured."""
     from scipy import ndimage
 
-    image = np.asarray(intensity, dtype=np.float64)
-    sky = np.median(image)
-    noise = 1.4826 * np.median(np.abs(image - sky))
+    sky = float(np.median(image))
+    above = image - sky
+    noise = 1.4826 * np.median(np.abs(above))
     if noise <= 0:  # quantised, flat skies (8-bit JPEGs): the quantisation step sets the noise
         noise = max(np.std(image[image <= np.percentile(image, 50)]), 1.0 / 255)
-    smoothed = ndimage.uniform_filter(image - sky, size=3)
+    smoothed = ndimage.uniform_filter(above, size=3)
     labels, count = ndimage.label(smoothed > DETECTION_SIGMA * noise / 3.0, structure=np.ones((3, 3)))
     if count == 0:
-        return None
+        return None, sky
     height, width = image.shape
     half = max(1, int(round(CENTRE_WINDOW * min(height, width) / 2)))
     cy, cx = height // 2, width // 2
     window = labels[cy - half:cy + half + 1, cx - half:cx + half + 1]
-    flux = np.clip(image - sky, 0, None)
-    window_flux = np.bincount(window.ravel(), weights=flux[cy - half:cy + half + 1, cx - half:cx + half + 1].ravel(),
+    window_flux = np.bincount(window.ravel(), weights=np.clip(above[cy - half:cy + half + 1, cx - half:cx + half + 1], 0, None).ravel(),
                               minlength=count + 1)
     window_flux[0] = 0.0
+    if window_flux.max() <= 0:
+        return None, sky
     window_flux[np.bincount(labels.ravel(), minlength=count + 1) < MIN_AREA] = 0.0
     if window_flux.max() <= 0:
-        return None
-    return labels == int(np.argmax(window_flux))
+        return None, sky
+    return labels == int(np.argmax(window_flux)), sky
