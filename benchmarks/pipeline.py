@@ -72,6 +72,19 @@ elif job == "model":
     while time.perf_counter() - started < 5:
         classifier.probabilities(images)
         count += batch_size
+elif job == "rows":  # the main process's own work per row: output rows and Parquet chunks
+    from galaxymorph.catalog import CatalogRow
+    from galaxymorph.outputs.catalog_writer import DatasetWriter
+    from galaxymorph.preprocess.parallel import DecodedBatch
+    classifier = Classifier(loaded, backend="torch")
+    items = [CatalogRow(f"g{{i}}", folder / f"{{i:07d}}.jpeg") for i in range(batch_size)]
+    decoded = DecodedBatch(items, np.zeros((batch_size, 3, 64, 64), np.float32), [""] * batch_size, [True] * batch_size)
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(len(loaded.classes)), batch_size)
+    started, count = time.perf_counter(), 0
+    with DatasetWriter(folder.parent / f"rows-{{time.time_ns()}}") as writer:
+        while count < 100_000:
+            writer.write(classifier.build_rows(decoded, probabilities, np.full(batch_size, np.nan)))
+            count += batch_size
 else:
     options = PredictOptions(workers=workers, batch_size=batch_size, backend={args.backend!r}, tta={tta!r})
     output = folder.parent / f"out-{{time.time_ns()}}"
@@ -121,7 +134,9 @@ def main() -> None:
         print(f"decode alone : {decode['images_per_s']:8.0f} images/s")
         print(f"classify     : {classify['images_per_s']:8.0f} images/s  ({ratio:.2f} of decode alone; goal >= 0.80)")
         print(f"model alone  : {model['images_per_s']:8.0f} images/s  (inference on decoded batches, one process)")
-        print(f"output       : {classify['output_bytes'] / classify['images']:8.0f} bytes a row (Parquet chunks)")
+        rows = run_job("rows", folder, args)
+        print(f"output       : {classify['output_bytes'] / classify['images']:8.0f} bytes a row (Parquet chunks); "
+              f"the main process builds and writes rows at {rows['images_per_s']:.0f} rows/s")
         fixed = run_job("decode_fixed_crop", folder, args)
         print(f"decode alone without framing (fixed central crop): {fixed['images_per_s']:8.0f} images/s")
         if args.tta:
