@@ -149,3 +149,10 @@ def test_the_cuda_back_end_agrees_with_onnx_runtime(tmp_path):
     on_gpu = next(predict(paths, options=PredictOptions(workers=2, backend="cuda")))
     on_cpu = next(predict(paths, options=PredictOptions(workers=2, backend="onnx")))
     np.testing.assert_allclose([row["p_spiral"] for row in on_gpu], [row["p_spiral"] for row in on_cpu], atol=0.02)  # bf16
+
+
+def test_a_catalog_keeps_its_columns_and_its_own_labels(tmp_path, galaxy_jpeg):
+    (tmp_path / "labels.csv").write_text(f"objid,file,label,redshift\n7,{galaxy_jpeg},spiral,0.05\n")
+    row = next(predict([tmp_path / "labels.csv"], options=PredictOptions(workers=0)))[0]
+    assert (row["id"], row["redshift"], row["input_label"]) == ("7", 0.05, "spiral")
+    assert row["label"] in ("elliptical", "spiral") and row["file"] == str(galaxy_jpeg)

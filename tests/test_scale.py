@@ -74,3 +74,8 @@ def test_dask_workers_fetch_the_cutouts_of_sky_positions(tmp_path, cluster, monk
     assert list(result["id"]) == [f"g{i}" for i in range(8)] + ["south"]
     assert set(result["label"][:8]) <= {"elliptical", "spiral"} and not any(result["error"][:8])
     assert "HTTP 404" in result["error"].iloc[-1]
+
+
+def test_a_scheduler_takes_catalogs_only(tmp_path, cluster):
+    result = CliRunner().invoke(app, ["classify", str(tmp_path), "-o", str(tmp_path / "out"), "--scheduler", cluster.scheduler_address])
+    assert result.exit_code == 2 and "is a folder; with a scheduler, give catalogs" in result.output

@@ -155,9 +155,12 @@ class Classifier:
         spiral = has_spiral_semantics(self.classes)
         p_spiral = spiral_probability(probabilities, self.classes) if spiral else np.full(len(items), np.nan)
         confident = (np.abs(p_spiral - 0.5) >= CONFIDENT_MARGIN) & ~(spread > CONFIDENT_MAX_STD)
+        ours = {"label", "p_spiral", "p_spiral_std", "confident", "class", "galaxy_found", "error"} | {f"p_{c}" for c in self.classes}
         rows = []
         for i, (item, error) in enumerate(zip(items, errors)):
-            row = {**item.columns, "id": item.id, "file": str(item.file or ""), "label": "", "p_spiral": float(p_spiral[i]),
+            # The input's own columns come first; one named like an output column is kept as input_NAME.
+            kept = {(f"input_{name}" if name in ours else name): value for name, value in item.columns.items()}
+            row = {**kept, "id": item.id, "file": str(item.file or ""), "label": "", "p_spiral": float(p_spiral[i]),
                    "p_spiral_std": float(spread[i]), "confident": bool(confident[i])}
             if not error:
                 predicted = self.classes[int(np.argmax(probabilities[i]))]

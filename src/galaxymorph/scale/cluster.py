@@ -93,7 +93,8 @@ def _read_catalog_frame(path: Path, partition_rows: int):
     from galaxymorph.errors import CatalogError
 
     if not path.is_file():
-        raise CatalogError(f"catalog {path}: file not found")
+        reason = "is a folder; with a scheduler, give catalogs (.csv or .parquet)" if path.is_dir() else "file not found"
+        raise CatalogError(f"catalog {path}: {reason}")
     name = path.name.lower()
     if name.endswith(".csv"):
         frame = dd.read_csv(path, dtype=str, keep_default_na=False)
