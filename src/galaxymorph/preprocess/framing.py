@@ -1,9 +1,12 @@
 """Find the galaxy at the centre of a cutout and measure its size, so that framing can be normalised.
 
 The sky level and its noise come from the median and the median absolute deviation of the image.
-After a 3x3 mean filter, pixels more than `DETECTION_SIGMA` noise levels above the sky are source
-pixels; the central source is the connected group of them (8-connectivity, at least `MIN_AREA`
-pixels) that holds the most light within the central `CENTRE_WINDOW` of the image. Its size is
+After a 3x3 mean filter, pixels more than `DETECTION_SIGMA` noise levels above the sky, and brighter
+than `PEAK_FRACTION` of the brightest pixel of the central window, are source pixels; the central
+source is the connected group of them (8-connectivity, at least `MIN_AREA` pixels) that holds the
+most light within the central `CENTRE_WINDOW` of the image. The isophote relative to the galaxy's
+own peak keeps its extent the same however noisy, smooth or zoomed the cutout is (a threshold set
+by the noise alone reached further out, and into neighbours, on smoother or zoomed-out cutouts). Its size is
 `radius_50`, the radius around its light-weighted centre that encloses half of its sky-subtracted
 light: the half-light radius changes little when faint outskirts or a faint neighbour join the
 detection, unlike radii that enclose most of the light.
@@ -20,6 +23,8 @@ MIN_AREA = 9
 """Detections smaller than this many pixels are noise peaks, not galaxies."""
 CENTRE_WINDOW = 0.1
 """Side of the central window, as a fraction of the image side, where the galaxy must be detected."""
+PEAK_FRACTION = 0.1
+"""Source pixels are at least this share of the (smoothed, sky-subtracted) central peak."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +68,14 @@ def _segment(image: np.ndarray) -> tuple[np.ndarray | None, float]:
     if noise <= 0:  # quantised, flat skies (8-bit JPEGs): the quantisation step sets the noise
         noise = max(np.std(image[image <= np.percentile(image, 50)]), 1.0 / 255)
     smoothed = ndimage.uniform_filter(above, size=3)
-    labels, count = ndimage.label(smoothed > DETECTION_SIGMA * noise / 3.0, structure=np.ones((3, 3)))
-    if count == 0:
-        return None, sky
     height, width = image.shape
     half = max(1, int(round(CENTRE_WINDOW * min(height, width) / 2)))
     cy, cx = height // 2, width // 2
+    peak = smoothed[cy - half:cy + half + 1, cx - half:cx + half + 1].max()
+    threshold = max(DETECTION_SIGMA * noise / 3.0, PEAK_FRACTION * peak)
+    labels, count = ndimage.label(smoothed > threshold, structure=np.ones((3, 3)))
+    if count == 0:
+        return None, sky
     window = labels[cy - half:cy + half + 1, cx - half:cx + half + 1]
     window_flux = np.bincount(window.ravel(), weights=np.clip(above[cy - half:cy + half + 1, cx - half:cx + half + 1], 0, None).ravel(),
                               minlength=count + 1)

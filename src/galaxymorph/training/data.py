@@ -17,7 +17,7 @@ from galaxymorph.labels import BINARY_CLASSES, GZ1_CLASSES, binary_label
 from galaxymorph.preprocess.parallel import decode_in_batches
 
 CLASS_SCHEMES = ("binary", "gz1", "labels")
-DECODED_CACHE_VERSION = 4
+DECODED_CACHE_VERSION = 5
 """Bump when decoding changes, so that cached training sets are decoded again."""
 AUGMENTATION_MARGIN = 1.5
 """Training images are decoded this much wider than the model input, so rotations have no corners."""
