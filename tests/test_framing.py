@@ -94,3 +94,20 @@ def test_framing_is_recorded_and_flags_images_without_a_galaxy(tmp_path):
 def test_frame_fill_is_checked():
     with pytest.raises(ValueError, match="frame_fill"):
         Preprocessing(frame_fill=1.5)
+
+
+def test_the_galaxy_measures_the_same_whatever_the_noise(monkeypatch):
+    """The extent is an isophote relative to the galaxy's own peak, so a deeper (less noisy) image
+    of the same galaxy is framed the same; a threshold set by the noise alone grew with depth."""
+    import galaxymorph.preprocess.framing as framing
+
+    y, x = np.indices((97, 97)) - 48.0
+    galaxy = 0.6 * np.exp(-np.hypot(x, y / 0.7) / 4.0) + 0.1
+    noises = (0.05, 0.001)
+    radii = [find_central_source(galaxy + np.random.default_rng(1).normal(0, noise, galaxy.shape)).radius_50
+             for noise in noises]
+    assert radii[1] == pytest.approx(radii[0], rel=0.07)
+    monkeypatch.setattr(framing, "PEAK_FRACTION", 0.0)
+    noise_set = [find_central_source(galaxy + np.random.default_rng(1).normal(0, noise, galaxy.shape)).radius_50
+                 for noise in noises]
+    assert noise_set[1] > 1.2 * noise_set[0]
