@@ -226,3 +226,25 @@ def test_positions_in_degrees_or_sexagesimal_and_bad_rows(tmp_path):
     assert "row 3" in rows[2].error and "row 4" in rows[3].error and not rows[0].error
     with pytest.raises(CatalogError, match="'ra_deg'"):
         list(iter_sky_positions(catalog, ra_column="ra_deg"))
+
+
+def test_resumed_classify_fetch_requests_only_the_rows_it_lacks(tmp_path, local_host):
+    from typer.testing import CliRunner
+
+    from galaxymorph.cli import app
+
+    catalog = positions_catalog(tmp_path / "positions.csv", 12)
+    output = tmp_path / "morphology"
+    command = ["classify", str(catalog), "--fetch", "-o", str(output), "--chunk-rows", "5", "--id-column", "name",
+               "--rate-limit", "0", "--workers", "0", "--no-progress"]
+    assert CliRunner().invoke(app, command + ["--cache-dir", str(tmp_path / "first")]).exit_code == 0
+    (output / "part-000002.parquet").unlink()  # as if killed before the last chunk
+    local_host.log.requests.clear()
+    result = CliRunner().invoke(app, command + ["--cache-dir", str(tmp_path / "second"), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resumed after the 10 rows" in result.output
+    requested = sorted(float(query["ra"]) for _, query, _ in local_host.log.requests)
+    assert requested == [150.10, 150.11]  # rows 10 and 11 only, though the new cache is empty
+    import pyarrow.dataset
+
+    assert pyarrow.dataset.dataset(output).to_table().column("name").to_pylist() == [f"g{i}" for i in range(12)]

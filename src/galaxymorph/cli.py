@@ -106,14 +106,13 @@ def classify(
         else:
             inputs = paths
             if cutouts:
-                from itertools import chain
-
                 from galaxymorph.remote import iter_fetched_rows
 
                 service, cache, fetch_options = cutouts
-                inputs = chain.from_iterable(
-                    iter_fetched_rows(path, service, cache, options=fetch_options, ra_column=ra_column,
-                                      dec_column=dec_column, id_column=id_column) for path in paths)
+
+                def inputs(done: int):  # a resumed run fetches nothing for the rows it already has
+                    return iter_fetched_rows(paths, service, cache, options=fetch_options, ra_column=ra_column,
+                                             dec_column=dec_column, id_column=id_column, skip=done)
             summary = run_classify(inputs, output, model=model, options=_predict_options(batch_size, workers, backend, tta, progress),
                                    resume=resume, chunk_rows=chunk_rows)
     except (GalaxyMorphError, ValueError) as error:

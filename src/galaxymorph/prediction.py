@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -198,12 +198,14 @@ class ClassifySummary:
     resumed_after: int = 0
 
 
-def classify(inputs: Iterable[str | os.PathLike | CatalogRow], output: str | os.PathLike, *,
-             model: str | os.PathLike | LoadedModel = DEFAULT_MODEL, options: PredictOptions = PredictOptions(),
-             resume: bool = False, chunk_rows: int = CHUNK_ROWS) -> ClassifySummary:
+def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], Iterable[CatalogRow]],
+             output: str | os.PathLike, *, model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
+             options: PredictOptions = PredictOptions(), resume: bool = False, chunk_rows: int = CHUNK_ROWS) -> ClassifySummary:
     """Classify images and write the morphology catalog as results arrive: a .csv or .parquet file,
     or a folder of Parquet chunks of `chunk_rows` rows that a killed run `resume`s (the inputs must
-    come in the same order: the rows the folder holds are skipped)."""
+    come in the same order: the rows the folder holds are skipped). `inputs` may also be a function
+    that gives the rows after the first N, for inputs that can skip rows without work (cutouts
+    still to be fetched)."""
     from tqdm import tqdm
 
     output = check_output_path(output)
@@ -213,7 +215,8 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow], output: str | os.
     with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings) as writer, \
             tqdm(desc="classify", unit="img", disable=not options.progress) as bar:
         done = writer.rows_done
-        for rows in predict(islice(_as_rows(inputs), done, None), loaded, options=options):
+        remaining = inputs(done) if callable(inputs) else islice(_as_rows(inputs), done, None)
+        for rows in predict(remaining, loaded, options=options):
             writer.write(rows)
             failed += sum(1 for row in rows if row["error"])
             bar.update(len(rows))

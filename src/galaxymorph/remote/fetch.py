@@ -22,9 +22,10 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 
 import httpx
@@ -369,13 +370,16 @@ def fetch_catalog(catalog: str | os.PathLike, output_dir: str | os.PathLike, ser
     return FetchSummary(manifest, writer.rows_written, **counts)
 
 
-def iter_fetched_rows(catalog: str | os.PathLike, service: CutoutService, cache: CutoutCache, *,
-                      options: FetchOptions = FetchOptions(), ra_column: str = "ra", dec_column: str = "dec",
-                      id_column: str | None = None) -> Iterator[CatalogRow]:
-    """The rows of a catalog of positions as images to classify, fetched as they are needed; a row
-    that could not be fetched carries the reason, and every row keeps the catalog's columns."""
-    positions = iter_sky_positions(catalog, ra_column=ra_column, dec_column=dec_column, id_column=id_column)
-    for result in iter_fetched(positions, service, cache, options):
+def iter_fetched_rows(catalogs: str | os.PathLike | Sequence[str | os.PathLike], service: CutoutService,
+                      cache: CutoutCache, *, options: FetchOptions = FetchOptions(), ra_column: str = "ra",
+                      dec_column: str = "dec", id_column: str | None = None, skip: int = 0) -> Iterator[CatalogRow]:
+    """The rows of one or more catalogs of positions as images to classify, fetched as they are
+    needed; a row that could not be fetched carries the reason, and every row keeps the catalog's
+    columns. The first `skip` rows are left out without being fetched (a resumed run)."""
+    paths = [catalogs] if isinstance(catalogs, (str, os.PathLike)) else list(catalogs)
+    positions = chain.from_iterable(iter_sky_positions(path, ra_column=ra_column, dec_column=dec_column,
+                                                       id_column=id_column) for path in paths)
+    for result in iter_fetched(islice(positions, skip, None), service, cache, options):
         yield CatalogRow(result.position.id, result.file, result.error, result.position.columns)
 
 

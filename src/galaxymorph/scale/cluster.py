@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,6 @@ def classify_on_cluster(catalogs: Sequence[str | os.PathLike], output: str | os.
     import dask.dataframe as dd
     import pyarrow.dataset
     from distributed import Client, LocalCluster
-
-    from contextlib import ExitStack
 
     output = Path(output)
     if output.suffix:
