@@ -99,9 +99,15 @@ def iter_catalog_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:
         file_column = find_column(names, FILE_COLUMNS, path=path)
         id_column = find_column(names, ID_COLUMNS, path=path, required=False)
         for columns in batch.to_pylist():
-            row_id, file = columns[id_column] if id_column else None, columns[file_column]
-            resolved = path.parent / str(file or "")
-            yield CatalogRow(str(row_id) if row_id is not None else Path(str(file)).stem, resolved, columns=columns)
+            yield catalog_row(columns, folder=path.parent, file_column=file_column, id_column=id_column)
+
+
+def catalog_row(columns: dict, *, folder: str | os.PathLike, file_column: str, id_column: str | None) -> CatalogRow:
+    """The image row of one catalog record: its file relative to `folder`, its id (the file's stem
+    when there is no id), and all its columns."""
+    row_id, file = columns[id_column] if id_column else None, columns[file_column]
+    return CatalogRow(str(row_id) if row_id is not None else Path(str(file)).stem, Path(folder) / str(file or ""),
+                      columns=columns)
 
 
 @dataclass(frozen=True)

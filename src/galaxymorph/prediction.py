@@ -145,13 +145,13 @@ class Classifier:
     @staticmethod
     def decoded_well(decoded: DecodedBatch[CatalogRow]) -> np.ndarray:
         """Which items have an image to classify (no reading or upstream error)."""
-        return np.array([not (item.error or error) for item, error in zip(decoded.items, decoded.errors)], dtype=bool)
+        return np.array([not error for error in _reasons(decoded)], dtype=bool)
 
     def build_rows(self, decoded: DecodedBatch[CatalogRow], probabilities: np.ndarray, spread: np.ndarray) -> list[dict]:
         """The output rows of `rows` from probabilities (N, K) and spreads (N,) computed elsewhere
         (NaN for failed items), as the web service's batched inference does."""
         items = decoded.items
-        errors = [item.error or error for item, error in zip(items, decoded.errors)]
+        errors = _reasons(decoded)
         spiral = has_spiral_semantics(self.classes)
         p_spiral = spiral_probability(probabilities, self.classes) if spiral else np.full(len(items), np.nan)
         confident = (np.abs(p_spiral - 0.5) >= CONFIDENT_MARGIN) & ~(spread > CONFIDENT_MAX_STD)
@@ -221,6 +221,12 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
             failed += sum(1 for row in rows if row["error"])
             bar.update(len(rows))
     return ClassifySummary(output, done + writer.rows_written, failed, done)
+
+
+def _reasons(decoded: DecodedBatch[CatalogRow]) -> list[str]:
+    """Each item's failure: its upstream error (an unreadable catalog row, a failed download), else
+    its decoding error, '' when fine."""
+    return [item.error or error for item, error in zip(decoded.items, decoded.errors)]
 
 
 def _as_rows(inputs: Iterable[str | os.PathLike | CatalogRow]) -> Iterator[CatalogRow]:

@@ -1,8 +1,8 @@
 """Images from remote survey services: cutouts of sky positions, fetched asynchronously and cached."""
 
 from galaxymorph.remote.fetch import (CutoutCache, FetchOptions, FetchResult, fetch_catalog, fetch_cutouts,
-                                      iter_fetched, iter_fetched_rows)
+                                      fetched_rows, iter_fetched, iter_fetched_rows)
 from galaxymorph.remote.services import SURVEYS, CutoutService, CutoutSettings
 
 __all__ = ["SURVEYS", "CutoutCache", "CutoutService", "CutoutSettings", "FetchOptions", "FetchResult",
-           "fetch_catalog", "fetch_cutouts", "iter_fetched", "iter_fetched_rows"]
+           "fetch_catalog", "fetch_cutouts", "fetched_rows", "iter_fetched", "iter_fetched_rows"]

@@ -379,7 +379,13 @@ def iter_fetched_rows(catalogs: str | os.PathLike | Sequence[str | os.PathLike],
     paths = [catalogs] if isinstance(catalogs, (str, os.PathLike)) else list(catalogs)
     positions = chain.from_iterable(iter_sky_positions(path, ra_column=ra_column, dec_column=dec_column,
                                                        id_column=id_column) for path in paths)
-    for result in iter_fetched(islice(positions, skip, None), service, cache, options):
+    return fetched_rows(islice(positions, skip, None), service, cache, options)
+
+
+def fetched_rows(positions: Iterable[SkyPosition], service: CutoutService, cache: CutoutCache,
+                 options: FetchOptions = FetchOptions()) -> Iterator[CatalogRow]:
+    """Positions as images to classify, fetched as they are needed; a failed one carries the reason."""
+    for result in iter_fetched(positions, service, cache, options):
         yield CatalogRow(result.position.id, result.file, result.error, result.position.columns)
 
 

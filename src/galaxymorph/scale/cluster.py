@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from galaxymorph.catalog import FILE_COLUMNS, ID_COLUMNS, CatalogRow, find_column, sky_position
+from galaxymorph.catalog import FILE_COLUMNS, ID_COLUMNS, CatalogRow, catalog_row, find_column, sky_position
 from galaxymorph.config import DEFAULT_MODEL
 from galaxymorph.prediction import Classifier, ClassifySummary, PredictOptions
 from galaxymorph.preprocess.parallel import DecodedBatch
@@ -131,19 +131,16 @@ def _partition_rows(part, folder: str | None, cutouts: Cutouts | None) -> Iterat
         id_column = find_column(names, ID_COLUMNS, path="data frame", required=False)
         file_column = find_column(names, FILE_COLUMNS, path="data frame")
         for record in records:
-            file = Path(folder or "") / str(record[file_column] or "")
-            row_id = str(record[id_column]) if id_column else Path(str(record[file_column])).stem
-            yield CatalogRow(row_id, file, columns=record)
+            yield catalog_row(record, folder=folder or "", file_column=file_column, id_column=id_column)
         return
-    from galaxymorph.remote import iter_fetched
+    from galaxymorph.remote import fetched_rows
 
     id_column = find_column(names, [cutouts.id_column] if cutouts.id_column else ID_COLUMNS, path="data frame",
                             required=cutouts.id_column is not None)
     ra, dec = cutouts.ra_column, cutouts.dec_column
     positions = [sky_position(record, row_id=str(record[id_column]) if id_column else f"{record[ra]},{record[dec]}",
                               ra_column=ra, dec_column=dec) for record in records]
-    for result in iter_fetched(positions, cutouts.service, cutouts.cache, cutouts.options):
-        yield CatalogRow(result.position.id, result.file, result.error, result.position.columns)
+    yield from fetched_rows(positions, cutouts.service, cutouts.cache, cutouts.options)
 
 
 def _output_meta(classifier: Classifier, input_meta):
