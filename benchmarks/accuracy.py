@@ -30,8 +30,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# accuracy on gz1-sdss {args.split} split, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
           f"{os.cpu_count()} cores")
-    print("| model | galaxies | accuracy | ROC AUC | ECE | elliptical P/R | spiral P/R | GZ1-class accuracy |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | galaxies | accuracy | ROC AUC | ECE | log loss | elliptical P/R | spiral P/R | GZ1-class accuracy "
+          "| confident share / accuracy | p_spiral_std ranks errors (AUC) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         for name, tta in [(name, tta) for name in args.models for tta in ([False, True] if args.tta else [False])]:
             metrics = evaluate(args.labels, Path(scratch) / f"{name}-{tta}", model=name, split=args.split,
@@ -39,10 +40,14 @@ def main() -> None:
             binary = metrics["spiral_vs_elliptical"]
             per_class = binary["per_class"]
             fine = metrics.get("classes", {}).get("accuracy")
-            print(f"| {name}{' + TTA' if tta else ''} | {binary['n']} | {binary['accuracy']:.4f} | {binary['roc_auc']:.4f} | {binary['ece']:.4f} "
+            ranking = f"{binary['std_error_auc']:.3f}" if "std_error_auc" in binary else "-"
+            print(f"| {name}{' + TTA' if tta else ''} | {binary['n']} | {binary['accuracy']:.4f} | {binary['roc_auc']:.4f} "
+                  f"| {binary['ece']:.4f} | {binary['log_loss']:.4f} "
                   f"| {per_class['elliptical']['precision']:.3f}/{per_class['elliptical']['recall']:.3f} "
                   f"| {per_class['spiral']['precision']:.3f}/{per_class['spiral']['recall']:.3f} "
-                  f"| {'-' if fine is None else f'{fine:.4f}'} |")
+                  f"| {'-' if fine is None else f'{fine:.4f}'} "
+                  f"| {binary['confident_share']:.3f} / {binary['confident_accuracy']:.4f} "
+                  f"| {ranking} |")
 
 
 if __name__ == "__main__":

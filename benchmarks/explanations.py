@@ -26,7 +26,7 @@ import torch
 from galaxymorph.catalog import read_labelled_catalog
 from galaxymorph.explain import METHODS, attributions, rank_correlation, share_inside
 from galaxymorph.labels import binary_label
-from galaxymorph.models import LoadedModel, create_model, load_model
+from galaxymorph.models import LoadedModel, build_model, load_model
 from galaxymorph.preprocess.framing import central_segment
 from galaxymorph.preprocess.parallel import decode_in_batches
 
@@ -47,7 +47,7 @@ def main() -> None:
     catalog = read_labelled_catalog(args.labels)
     files = [f for i, f, label in zip(catalog.ids, catalog.files, catalog.labels) if i in wanted and binary_label(label)]
     torch.manual_seed(0)
-    random_model = create_model(loaded.metadata["architecture"], classes=loaded.classes)
+    random_model = build_model(loaded.metadata)
     randomised = LoadedModel("re-initialised", random_model.eval(), loaded.preprocessing, loaded.metadata)
     started = time.perf_counter()
     shares, areas, correlations, unsegmented = [], [], [], 0

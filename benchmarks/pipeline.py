@@ -1,7 +1,7 @@
 """The survey pipeline against its floor: decoding alone, classify end to end, the model alone, and
 peak memory by job size.
 
-Usage: python benchmarks/pipeline.py [--images 5000] [--backend auto|onnx|cuda|torch] [--batch-size 128]
+Usage: python benchmarks/pipeline.py [--images 5000] [--model NAME] [--backend auto|onnx|cuda|torch] [--batch-size 128]
                                      [--workers N] [--tta] [--memory-sizes 10000 200000]
 
 Throughput runs on 423 px SDSS JPEGs (the gz1-sdss files, linked into a temporary folder as many
@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from galaxymorph.config import DEFAULT_MODEL
 
 GZ1_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz1-sdss" / "images"
 GENERATED = 1000
@@ -57,7 +59,7 @@ from galaxymorph.prediction import Classifier, PredictOptions, classify
 from galaxymorph.preprocess.parallel import decode_in_batches
 from galaxymorph.sources import iter_inputs
 job, folder, workers, batch_size = {job!r}, Path({str(folder)!r}), {args.workers}, {args.batch_size}
-loaded = load_model("galaxynet")
+loaded = load_model({args.model!r})
 preprocessing = replace(loaded.preprocessing, framing=False) if job == "decode_fixed_crop" else loaded.preprocessing
 started = time.perf_counter()
 if job.startswith("decode"):
@@ -112,6 +114,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000, help="images in the throughput runs")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or checkpoint")
     parser.add_argument("--backend", default="auto", help="inference back-end: auto, onnx, cuda or torch")
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="decoding processes")
@@ -130,7 +133,7 @@ def main() -> None:
         model = run_job("model", folder, args)
         ratio = classify["images_per_s"] / decode["images_per_s"]
         print(f"{args.images} 423 px JPEGs ({'gz1-sdss' if sources is not generated else 'generated'}), "
-              f"{args.workers} decoding processes, batches of {args.batch_size}, back-end {classify['backend']}")
+              f"{args.workers} decoding processes, batches of {args.batch_size}, model {args.model}, back-end {classify['backend']}")
         print(f"decode alone : {decode['images_per_s']:8.0f} images/s")
         print(f"classify     : {classify['images_per_s']:8.0f} images/s  ({ratio:.2f} of decode alone; goal >= 0.80)")
         print(f"model alone  : {model['images_per_s']:8.0f} images/s  (inference on decoded batches, one process)")

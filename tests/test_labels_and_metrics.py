@@ -56,3 +56,17 @@ def test_confusion_and_precision_recall():
     assert report["spiral"] == {"precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3), "support": 3}
     summary = binary_summary(np.array([0.1, 0.9, 0.6, 0.4]), np.array([0, 1, 0, 1]))
     assert summary["accuracy"] == 0.5 and summary["n"] == 4
+    assert summary["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.9, 0.4, 0.4])))
+
+
+def test_uncertainty_summary_says_whether_the_spread_finds_the_errors():
+    from galaxymorph.evaluation import uncertainty_summary
+
+    p_spiral = np.array([0.05, 0.95, 0.6, 0.4, 0.97])
+    is_spiral = np.array([False, True, False, True, True])  # the two middle ones are wrong
+    confident = np.abs(p_spiral - 0.5) >= 0.4
+    honest = uncertainty_summary(p_spiral, is_spiral, np.array([0.01, 0.02, 0.2, 0.3, 0.01]), confident)
+    assert honest == {"confident_share": 0.6, "confident_accuracy": 1.0, "std_error_auc": 1.0}
+    misleading = uncertainty_summary(p_spiral, is_spiral, np.array([0.3, 0.2, 0.01, 0.02, 0.4]), confident)
+    assert misleading["std_error_auc"] == 0.0
+    assert "std_error_auc" not in uncertainty_summary(p_spiral, is_spiral, np.full(5, np.nan), confident)

@@ -81,7 +81,8 @@ def test_bad_options_are_refused(tmp_path):
         classify([tmp_path], tmp_path / "out.txt")
 
 
-def test_test_time_augmentation_gives_the_same_answer_for_rotated_galaxies(tmp_path):
+@pytest.mark.parametrize("model", ["galaxynet", "galaxynet_ensemble"])
+def test_test_time_augmentation_gives_the_same_answer_for_rotated_galaxies(tmp_path, model):
     """With TTA on, a galaxy and its 90-degree rotations get identical predictions (to 1e-4)."""
     path = write_examples(tmp_path, 2, seed=8, suffix=".png")[1][0]
     original = np.asarray(Image.open(path))
@@ -90,13 +91,13 @@ def test_test_time_augmentation_gives_the_same_answer_for_rotated_galaxies(tmp_p
         rotated = tmp_path / f"rotated-{turns}.png"
         Image.fromarray(np.ascontiguousarray(np.rot90(original, turns))).save(rotated)
         paths.append(rotated)
-    rows = next(predict(paths, "galaxynet", options=PredictOptions(workers=0, tta=True)))
+    rows = next(predict(paths, model, options=PredictOptions(workers=0, tta=True)))
     for row in rows[1:]:
         for column in ("p_spiral", "p_spiral_std", "p_elliptical", "p_edge_on_disk", "p_merger"):
             assert row[column] == pytest.approx(rows[0][column], abs=1e-4)
     assert rows[0]["p_spiral_std"] >= 0.0
-    plain = next(predict(paths, "galaxynet", options=PredictOptions(workers=0)))
-    assert np.isnan(plain[0]["p_spiral_std"])
+    plain = next(predict(paths, model, options=PredictOptions(workers=0)))
+    assert np.isnan(plain[0]["p_spiral_std"]) == (model == "galaxynet")  # an ensemble measures its members' spread
     columns = [c for c in plain[0] if c.startswith("p_") and c != "p_spiral_std"]
     assert max(abs(row[c] - plain[0][c]) for row in plain for c in columns) > 1e-4  # without TTA they differ
 

@@ -11,6 +11,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
+from galaxymorph.config import DEFAULT_MODEL
 from galaxymorph.service import ServiceSettings, create_app
 from galaxymorph.sources.synthetic import write_examples
 
@@ -116,9 +117,9 @@ def test_explain_returns_the_overlay_png(service, galaxies):
 
 def test_models_health_page_and_docs(service):
     models = service.get("/v1/models").json()
-    assert models["serving"] == "galaxynet"
-    assert {m["name"] for m in models["models"]} >= {"galaxynet", "seed"}
-    assert service.get("/healthz").json() == {"status": "ok", "model": "galaxynet"}
+    assert models["serving"] == DEFAULT_MODEL
+    assert {m["name"] for m in models["models"]} >= {"galaxynet_ensemble", "galaxynet", "seed"}
+    assert service.get("/healthz").json() == {"status": "ok", "model": DEFAULT_MODEL}
     assert "Drop images here" in service.get("/").text
     assert service.get("/docs").status_code == 200 and "/v1/classify" in service.get("/openapi.json").text
     assert "access-control-allow-origin" not in service.get("/healthz", headers={"Origin": "http://elsewhere"}).headers

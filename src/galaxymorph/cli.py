@@ -19,7 +19,7 @@ ModelOption = Annotated[str, typer.Option("--model", "-m", help="Bundled model n
 BatchOption = Annotated[int, typer.Option(help="Images per inference batch.")]
 WorkersOption = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
 BackendOption = Annotated[str, typer.Option(help="Inference back-end: auto (cuda when a GPU is present, else onnx), cuda, onnx or torch.")]
-TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average over the 8 rotations and mirror images of each galaxy (8x the inference cost); fills p_spiral_std.")]
+TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average over the 8 rotations and mirror images of each galaxy (8x the inference cost); p_spiral_std then spans the views too (a single model fills it only with --tta).")]
 SurveyOption = Annotated[str, typer.Option(help="Cutout service: sdss (SkyServer) or legacy (DESI Legacy Survey viewer).", rich_help_panel="Cutouts")]
 SizeOption = Annotated[int, typer.Option("--size", help="Cutout side in pixels.", rich_help_panel="Cutouts")]
 ScaleOption = Annotated[float, typer.Option("--pixel-scale", help="Arcseconds per pixel (SDSS native 0.396, Legacy Survey 0.262).", rich_help_panel="Cutouts")]
@@ -301,6 +301,7 @@ def train(
     batch_size: BatchOption = BATCH_SIZE,
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and augmentation.")] = SPLIT_SEED,
+    split_seed: Annotated[Optional[int], typer.Option(help="Seed of the split alone, when it differs from --seed (ensemble members share a split).")] = None,
     max_rows: Annotated[Optional[int], typer.Option(help="Train on a seeded random subset of this many rows.")] = None,
     workers: WorkersOption = None,
     augment: Annotated[bool, typer.Option(help="Rotations, mirror flips (winding labels swapped) and zoom.")] = True,
@@ -312,7 +313,7 @@ def train(
     from galaxymorph.preprocess.augment import SurveyAugmentation
 
     _run_training(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
-                  batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_rows=max_rows,
+                  batch_size=batch_size, learning_rate=learning_rate, seed=seed, split_seed=split_seed, max_rows=max_rows,
                   workers=workers, augment=augment, survey_augmentation=SurveyAugmentation() if survey_augment else None,
                   preprocessing=Preprocessing(framing=framing, frame_fill=frame_fill))
 
@@ -402,6 +403,23 @@ def calibrate(
                f"NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}")
 
 
+@app.command()
+def ensemble(
+    members: Annotated[list[Path], typer.Argument(help="Checkpoints trained on the same split with different --seed.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint path of the ensemble.")] = Path("runs/ensemble.pt"),
+) -> None:
+    """Combine checkpoints into one model that averages their logits; calibrate it next."""
+    from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.training import combine_checkpoints
+
+    try:
+        weights = combine_checkpoints(members, output)
+    except GalaxyMorphError as error:
+        raise _fail(error) from error
+    typer.echo(f"ensemble of {len(members)} written: {weights} (+ {weights.with_suffix('.json').name}); "
+               f"next: galaxymorph calibrate {weights} LABELS")
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Bundled pretrained models and registered architectures."""
@@ -410,7 +428,8 @@ def models_list() -> None:
     for name in bundled_models():
         loaded = load_model(name)
         validation = loaded.metadata.get("metrics", {}).get("validation", {})
-        typer.echo(f"pretrained  {name:16s} {loaded.metadata['architecture']:16s} classes: {', '.join(loaded.classes)}"
+        architecture = loaded.metadata["architecture"] + (f" x{loaded.metadata['members']}" if "members" in loaded.metadata else "")
+        typer.echo(f"pretrained  {name:20s} {architecture:16s} classes: {', '.join(loaded.classes)}"
                    + (f"; validation ROC AUC {validation['spiral_roc_auc']:.3f}" if "spiral_roc_auc" in validation else ""))
     for name in list_architectures():
         typer.echo(f"architecture {name}")

@@ -27,14 +27,14 @@ MIN_IMAGE_SIZE = 8
 """Images with a side shorter than this are refused: nothing can be learnt from them."""
 
 BATCH_SIZE = 128
-DEFAULT_MODEL = "galaxynet"
+DEFAULT_MODEL = "galaxynet_ensemble"
 """Name of the bundled pretrained model that `classify` uses by default."""
 
 CONFIDENT_MARGIN = 0.4
 """A prediction is `confident` when p_spiral is at least this far from 0.5 (p_spiral <= 0.1 or >= 0.9)."""
 
 CONFIDENT_MAX_STD = 0.1
-"""... and, with test-time augmentation, when p_spiral varies by at most this much between views."""
+"""... and, where p_spiral_std is measured (an ensemble, or test-time augmentation), when it is at most this."""
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 """Train, validation and test shares of a labelled catalog."""

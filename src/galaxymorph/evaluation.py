@@ -17,6 +17,7 @@ from galaxymorph.metrics import (
     calibration_bins,
     confusion_matrix,
     per_class_precision_recall,
+    roc_auc,
     roc_curve,
 )
 from galaxymorph.models import LoadedModel, load_model
@@ -63,6 +64,8 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
             **summary,
             "per_class": per_class_precision_recall(matrix, classes),
             "confusion_matrix": matrix.tolist(),
+            **uncertainty_summary(p_spiral, is_spiral, np.array([row["p_spiral_std"] for row in scored]),
+                                  np.array([row["confident"] for row in scored], dtype=bool)),
         }
     if loaded.classes != BINARY_CLASSES:
         fine = [row for row in rows if not row["error"] and truth[row["id"]] in loaded.classes]
@@ -91,6 +94,18 @@ def spiral_evaluation(p_spiral: np.ndarray, is_spiral: np.ndarray, model_name: s
     figures = [plots.roc_plot({model_name: (fpr, tpr, summary["roc_auc"])}, folder / "roc.png"),
                plots.reliability_plot(*calibration_bins(p_spiral, is_spiral), summary["ece"], folder / "reliability.png")]
     return summary, matrix, figures
+
+
+def uncertainty_summary(p_spiral: np.ndarray, is_spiral: np.ndarray, spread: np.ndarray, confident: np.ndarray) -> dict:
+    """How honest the uncertainty columns are: the share of galaxies flagged `confident` and their
+    accuracy, and, where p_spiral_std was measured, how well it ranks the errors (ROC AUC of
+    p_spiral_std as a detector of wrong labels; 0.5 = no better than chance)."""
+    wrong = (p_spiral >= 0.5) != is_spiral
+    summary = {"confident_share": float(confident.mean()) if len(confident) else float("nan"),
+               "confident_accuracy": float(1 - wrong[confident].mean()) if confident.any() else float("nan")}
+    if len(spread) and not np.isnan(spread).any():
+        summary["std_error_auc"] = roc_auc(spread, wrong)
+    return summary
 
 
 def rows_of_split(ids: list[str], loaded: LoadedModel, split: str, labels: object) -> list[int]:

@@ -72,9 +72,10 @@ def attributions(loaded: LoadedModel, images: np.ndarray, method: str = "gradcam
             targets = model(inputs).argmax(dim=1).numpy()
     target = torch.as_tensor(targets)
     if method == "gradcam":
-        cam = LayerGradCam(model, loaded.model.last_conv_block())
-        maps = LayerAttribution.interpolate(cam.attribute(inputs, target=target, relu_attributions=True),
-                                            tuple(inputs.shape[-2:]), interpolate_mode="bilinear")[:, 0]
+        # An ensemble's logit is its members' mean: its map sums the members' (each weighted by
+        # the ensemble's gradient) before the positive part is kept.
+        cams = sum(LayerGradCam(model, block).attribute(inputs, target=target) for block in loaded.model.last_conv_blocks())
+        maps = LayerAttribution.interpolate(cams.clamp(min=0), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")[:, 0]
     elif method == "smoothgrad":
         tunnel = NoiseTunnel(Saliency(model))
         maps = tunnel.attribute(inputs, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES,

@@ -51,8 +51,8 @@ def has_spiral_semantics(classes: Sequence[str]) -> bool:
 
 
 def spiral_probability(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
-    """p_spiral from class probabilities (N, K): P(disk) / (P(disk) + P(elliptical))."""
-    disk = probabilities[:, [i for i, c in enumerate(classes) if c in DISK_CLASSES]].sum(axis=1)
-    elliptical = probabilities[:, [i for i, c in enumerate(classes) if c in ELLIPTICAL_CLASSES]].sum(axis=1)
+    """p_spiral from class probabilities (..., K): P(disk) / (P(disk) + P(elliptical))."""
+    disk = probabilities[..., [i for i, c in enumerate(classes) if c in DISK_CLASSES]].sum(axis=-1)
+    elliptical = probabilities[..., [i for i, c in enumerate(classes) if c in ELLIPTICAL_CLASSES]].sum(axis=-1)
     total = disk + elliptical
     return np.divide(disk, total, out=np.full_like(disk, 0.5), where=total > 0)

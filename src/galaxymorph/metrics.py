@@ -67,11 +67,14 @@ def per_class_precision_recall(matrix: np.ndarray, classes: Sequence[str]) -> di
 
 
 def binary_summary(p_positive: np.ndarray, positives: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, ROC AUC and expected calibration error of a binary probability."""
+    """Accuracy, ROC AUC, expected calibration error and log loss (mean negative log-likelihood, a
+    proper score: lower is better in ranking and calibration together) of a binary probability."""
     p_positive, positives = np.asarray(p_positive, np.float64), np.asarray(positives, bool)
+    likelihood = np.clip(np.where(positives, p_positive, 1 - p_positive), 1e-12, 1.0)
     return {
         "n": int(len(positives)),
         "accuracy": float(np.mean((p_positive >= threshold) == positives)) if len(positives) else float("nan"),
         "roc_auc": roc_auc(p_positive, positives),
         "ece": expected_calibration_error(p_positive, positives),
+        "log_loss": float(-np.mean(np.log(likelihood))) if len(positives) else float("nan"),
     }

@@ -81,36 +81,38 @@ class Classifier:
             torch.set_num_threads(threads)
 
     def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities (N, K) for model inputs (N, 3, S, S) in [0, 1], and the spread (N,)
-        of p_spiral over the test-time views (NaN without test-time augmentation)."""
-        if not self.tta:
-            return self._probabilities(images), np.full(len(images), np.nan)
+        """Class probabilities (N, K) for model inputs (N, 3, S, S) in [0, 1], and the model's own
+        uncertainty (N,): the spread of p_spiral over the ensemble's members and the test-time views
+        (NaN for a single model without test-time augmentation)."""
         from galaxymorph.preprocess.augment import MIRRORED_VIEWS, SYMMETRY_VIEWS, symmetry_views
 
-        views = self._probabilities(symmetry_views(images)).reshape(SYMMETRY_VIEWS, len(images), -1)
-        views[MIRRORED_VIEWS] = views[MIRRORED_VIEWS][..., mirror_permutation(self.classes)]
+        views = SYMMETRY_VIEWS if self.tta else 1
+        logits = self._member_logits(symmetry_views(images) if self.tta else images) / self.temperature
+        combined = _to_probabilities(logits.mean(axis=1)).reshape(views, len(images), -1)
+        samples = _to_probabilities(logits).reshape(views, len(images), logits.shape[1], -1)
+        if self.tta:
+            permutation = mirror_permutation(self.classes)
+            combined[MIRRORED_VIEWS] = combined[MIRRORED_VIEWS][..., permutation]
+            samples[MIRRORED_VIEWS] = samples[MIRRORED_VIEWS][..., permutation]
         spread = np.full(len(images), np.nan)
-        if has_spiral_semantics(self.classes):
-            spread = np.stack([spiral_probability(view, self.classes) for view in views]).std(axis=0)
-        return views.mean(axis=0), spread
+        if has_spiral_semantics(self.classes) and views * logits.shape[1] > 1:
+            spread = spiral_probability(samples, self.classes).std(axis=(0, 2))
+        return combined.mean(axis=0), spread
 
-    def _probabilities(self, images: np.ndarray) -> np.ndarray:
+    def _member_logits(self, images: np.ndarray) -> np.ndarray:
+        """Logits (N, M, K) of the M members (M = 1 for a single model), as float64."""
         import torch
-
-        from galaxymorph.models import logits_to_probabilities
 
         with torch.inference_mode():
             if self.backend == "onnx":
                 inputs = {"images": np.ascontiguousarray(images, dtype=np.float32)}
-                logits = torch.from_numpy(self._session.run(None, inputs)[0])
-            elif self.backend == "cuda":
-                logits = self._cuda_logits(images)
-            else:
-                logits = self.loaded.model(torch.from_numpy(images))
-            return logits_to_probabilities(logits.double() / self.temperature).numpy()
+                return self._session.run(["member_logits"], inputs)[0].astype(np.float64)
+            if self.backend == "cuda":
+                return self._cuda_logits(images).double().numpy()
+            return self.loaded.model.member_logits(torch.from_numpy(images)).double().numpy()
 
     def _cuda_logits(self, images: np.ndarray):
-        """Copy the batch into a pinned buffer, then to the GPU without blocking; logits come back as float32."""
+        """Copy the batch into a pinned buffer, then to the GPU without blocking; member logits come back as float32."""
         import torch
 
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
@@ -120,7 +122,7 @@ class Classifier:
         staged.copy_(batch)
         on_gpu = staged.to("cuda", non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = self._gpu_model(on_gpu)
+            logits = self._gpu_model.member_logits(on_gpu)
         return logits.float().cpu()  # waits for the GPU, so the pinned buffer is free again
 
     def classify_rows(self, rows: Iterable[CatalogRow], *, options: PredictOptions = PredictOptions()) -> Iterator[list[dict]]:
@@ -223,6 +225,17 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
     return ClassifySummary(output, done + writer.rows_written, failed, done)
 
 
+def _to_probabilities(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities (..., K) from logits (..., K), or (..., 1) for one sigmoid logit."""
+    import torch
+
+    from galaxymorph.models import logits_to_probabilities
+
+    flat = torch.from_numpy(logits.reshape(-1, logits.shape[-1]))
+    probabilities = logits_to_probabilities(flat).numpy()
+    return probabilities.reshape(*logits.shape[:-1], probabilities.shape[-1])
+
+
 def _reasons(decoded: DecodedBatch[CatalogRow]) -> list[str]:
     """Each item's failure: its upstream error (an unreadable catalog row, a failed download), else
     its decoding error, '' when fine."""
@@ -259,26 +272,37 @@ def _resolve_backend(backend: str) -> str:
 
 
 def onnx_bytes(loaded: LoadedModel) -> bytes:
-    """The model as an ONNX graph (input `images` (N, 3, S, S) in [0, 1], output `logits`), with the
-    classes, preprocessing and temperature in its metadata."""
+    """The model as an ONNX graph (input `images` (N, 3, S, S) in [0, 1]; outputs `logits` (N, K)
+    and `member_logits` (N, M, K), M = 1 but for ensembles), with the classes, preprocessing and
+    temperature in its metadata."""
     import json
 
     import onnx
     import torch
 
+    class WithMembers(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            members = self.model.member_logits(images)
+            return members.mean(dim=1), members
+
     size = loaded.preprocessing.image_size
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(loaded.model.eval(), (torch.zeros(1, 3, size, size),), buffer, dynamo=False,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(WithMembers(loaded.model).eval(), (torch.zeros(1, 3, size, size),), buffer, dynamo=False,
+                          input_names=["images"], output_names=["logits", "member_logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "member_logits": {0: "batch"}})
     graph = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(graph, {
         "galaxymorph_model": loaded.name, "classes": json.dumps(list(loaded.classes)),
         "preprocessing": json.dumps(loaded.preprocessing.to_dict()),
         "temperature": str(loaded.metadata.get("calibration", {}).get("temperature", 1.0)),
-        "output": "logits: one per class (softmax), or one sigmoid logit for two classes; divide by temperature"})
+        "output": "logits: one per class (softmax), or one sigmoid logit for two classes; divide by temperature; "
+                  "member_logits: the same for each ensemble member"})
     return graph.SerializeToString()
 
 
@@ -297,7 +321,7 @@ def export_onnx(loaded: LoadedModel, path: str | os.PathLike, *, check_images: i
     session = onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"])
     with torch.inference_mode():
         expected = loaded.model.eval()(torch.from_numpy(images)).numpy()
-    difference = float(np.abs(session.run(None, {"images": images})[0] - expected).max())
+    difference = float(np.abs(session.run(["logits"], {"images": images})[0] - expected).max())
     if difference > tolerance:
         raise ModelError(f"ONNX export of {loaded.name} differs from torch by {difference:.2g} (> {tolerance:g})")
     path = Path(path)

@@ -46,7 +46,7 @@ class ServiceSettings:
     """Seconds the first request of a batch waits for others (0: no dynamic batching)."""
     max_batch: int = 256
     tta: bool = False
-    """Average over the 8 rotations and mirror images: fills p_spiral_std (the uncertainty) at 8x the cost."""
+    """Average over the 8 rotations and mirror images at 8x the cost; p_spiral_std then spans the views too."""
     api_key: str | None = field(default_factory=service_api_key)
     cors_origins: tuple[str, ...] = ()
 

@@ -44,8 +44,16 @@ class GalaxyClassifier(nn.Module):
         """The last convolutional block, whose activations class-activation maps weigh."""
         raise NotImplementedError
 
+    def last_conv_blocks(self) -> list[nn.Module]:
+        """Every last convolutional block whose activations feed the logits (one per ensemble member)."""
+        return [self.last_conv_block()]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(images))
+
+    def member_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, M, K) of each of the M members of an ensemble; M = 1 for a single model."""
+        return self(images)[:, None]
 
 
 def logits_to_probabilities(logits: torch.Tensor) -> torch.Tensor:

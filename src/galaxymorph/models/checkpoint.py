@@ -1,8 +1,8 @@
 """Checkpoints that describe themselves: a weights file plus a JSON metadata file beside it.
 
 `NAME.pt` holds the state dict only and is loaded with `torch.load(weights_only=True)`, so that
-loading a checkpoint never executes code. `NAME.json` holds the architecture, classes,
-preprocessing, training data and split, seed and metrics.
+loading a checkpoint never executes code. `NAME.json` holds the architecture (and, for an
+ensemble, its number of `members`), classes, preprocessing, training data and split, seed and metrics.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from galaxymorph.config import Preprocessing
 from galaxymorph.errors import ModelError
 from galaxymorph.models._base import GalaxyClassifier
+from galaxymorph.models.ensemble import GalaxyEnsemble
 from galaxymorph.models.registry import create_model
 
 FORMAT_VERSION = 1
@@ -47,6 +48,7 @@ def save_checkpoint(model: GalaxyClassifier, path: str | os.PathLike, *, archite
     description = {
         "format_version": FORMAT_VERSION,
         "architecture": architecture,
+        **({"members": len(model.members)} if isinstance(model, GalaxyEnsemble) else {}),
         "classes": list(model.classes),
         "preprocessing": preprocessing.to_dict(),
         **metadata,
@@ -63,13 +65,22 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
         raise ModelError(f"checkpoint {path}: expected {weights.name} and {description_path.name} side by side")
     try:
         description = json.loads(description_path.read_text())
-        model = create_model(description["architecture"], classes=description["classes"])
+        model = build_model(description)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except (KeyError, json.JSONDecodeError, RuntimeError) as exc:
         raise ModelError(f"checkpoint {path} is invalid: {exc}") from exc
     model.eval()
     preprocessing = Preprocessing.from_dict(description.get("preprocessing", {}))
     return LoadedModel(weights.stem, model, preprocessing, description)
+
+
+def build_model(description: dict) -> GalaxyClassifier:
+    """An untrained model as a checkpoint's metadata describes it."""
+    def single() -> GalaxyClassifier:
+        return create_model(description["architecture"], classes=description["classes"])
+
+    members = description.get("members")
+    return GalaxyEnsemble([single() for _ in range(members)]) if members else single()
 
 
 def bundled_models() -> list[str]:

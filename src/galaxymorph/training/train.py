@@ -20,7 +20,7 @@ from galaxymorph.config import BATCH_SIZE, SPLIT_FRACTIONS, SPLIT_SEED, Preproce
 from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.metrics import binary_summary
-from galaxymorph.models import GalaxyClassifier, create_model, load_model, logits_to_probabilities, save_checkpoint
+from galaxymorph.models import GalaxyClassifier, GalaxyEnsemble, create_model, load_model, logits_to_probabilities, save_checkpoint
 from galaxymorph.preprocess.augment import SurveyAugmentation, centre_view, survey_augment, symmetry_augment
 from galaxymorph.training.data import choose_classes, decode_catalog, stratified_split, training_preprocessing
 
@@ -48,6 +48,8 @@ class TrainConfig:
     survey_augmentation: SurveyAugmentation | None = field(default_factory=SurveyAugmentation)
     """With `augment`: blur, colour-stretch, noise and JPEG changes that mimic other surveys (None: off)."""
     seed: int = SPLIT_SEED
+    split_seed: int | None = None
+    """Seed of the train/val/test split (None: `seed`); members of an ensemble share one split."""
     split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     max_rows: int | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -154,15 +156,17 @@ def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor],
 
 
 def start_model(config: TrainConfig, classes: tuple[str, ...]) -> tuple[GalaxyClassifier, str, Preprocessing]:
-    """A new model, or for fine-tuning a pretrained one with a new output layer for `classes`."""
+    """A new model, or for fine-tuning a pretrained one with a new output layer for `classes` (from
+    an ensemble, its first member)."""
     if config.init_from is None:
         return create_model(config.architecture, classes=classes), config.architecture, config.preprocessing
     pretrained = load_model(config.init_from)
     architecture = pretrained.metadata["architecture"]
+    pretrained_model = pretrained.model.members[0] if isinstance(pretrained.model, GalaxyEnsemble) else pretrained.model
     model = create_model(architecture, classes=classes)
     head = next(name for name, module in model.named_modules() if module is model.output_layer())
     head_keys = {f"{head}.{key}" for key in model.output_layer().state_dict()}
-    backbone = {key: value for key, value in pretrained.model.state_dict().items() if key not in head_keys}
+    backbone = {key: value for key, value in pretrained_model.state_dict().items() if key not in head_keys}
     missing, unexpected = model.load_state_dict(backbone, strict=False)
     if unexpected or set(missing) != head_keys:
         raise ModelError(f"weights of {config.init_from} do not fit {architecture}: missing {missing}, unexpected {unexpected}")
@@ -205,11 +209,12 @@ def train(config: TrainConfig) -> Path:
 
     # Data: the split is drawn over all rows by their raw labels, so models trained on different
     # class schemes of the same catalog share one test set.
+    split_seed = config.seed if config.split_seed is None else config.split_seed
     catalog = read_labelled_catalog(config.labels)
     if config.max_rows is not None and config.max_rows < len(catalog):
-        keep = np.random.default_rng(config.seed).choice(len(catalog), config.max_rows, replace=False)
+        keep = np.random.default_rng(split_seed).choice(len(catalog), config.max_rows, replace=False)
         catalog = catalog.subset(sorted(keep.tolist()))
-    split = stratified_split(catalog.labels, config.split_fractions, config.seed)
+    split = stratified_split(catalog.labels, config.split_fractions, split_seed)
     classes, targets = choose_classes(catalog.labels, config.classes)
     model, architecture, preprocessing = start_model(config, classes)
     images, errors = decode_catalog(catalog, training_preprocessing(preprocessing),
@@ -298,7 +303,7 @@ def train(config: TrainConfig) -> Path:
             "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay",
             "history": history,
         },
-        split={"seed": config.seed, "fractions": list(config.split_fractions),
+        split={"seed": split_seed, "fractions": list(config.split_fractions),
                **{name: [ids[i] for i in rows] for name, rows in split.items()}},
         metrics={"best_epoch": best["epoch"], "validation": final},
     )
