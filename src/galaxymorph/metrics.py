@@ -67,14 +67,19 @@ def per_class_precision_recall(matrix: np.ndarray, classes: Sequence[str]) -> di
 
 
 def binary_summary(p_positive: np.ndarray, positives: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, ROC AUC, expected calibration error and log loss (mean negative log-likelihood, a
-    proper score: lower is better in ranking and calibration together) of a binary probability."""
+    """Accuracy, ROC AUC, expected calibration error and log loss of a binary probability."""
     p_positive, positives = np.asarray(p_positive, np.float64), np.asarray(positives, bool)
-    likelihood = np.clip(np.where(positives, p_positive, 1 - p_positive), 1e-12, 1.0)
     return {
         "n": int(len(positives)),
         "accuracy": float(np.mean((p_positive >= threshold) == positives)) if len(positives) else float("nan"),
         "roc_auc": roc_auc(p_positive, positives),
         "ece": expected_calibration_error(p_positive, positives),
-        "log_loss": float(-np.mean(np.log(likelihood))) if len(positives) else float("nan"),
+        "log_loss": log_loss(p_positive, positives) if len(positives) else float("nan"),
     }
+
+
+def log_loss(p_positive: np.ndarray, positives: np.ndarray) -> float:
+    """Mean negative log-likelihood of a binary probability: a proper score, lower when ranking and
+    calibration are better together (probabilities clipped to [1e-12, 1 - 1e-12])."""
+    p_positive = np.clip(np.asarray(p_positive, np.float64), 1e-12, 1 - 1e-12)
+    return float(-np.mean(np.where(np.asarray(positives, bool), np.log(p_positive), np.log1p(-p_positive))))

@@ -17,7 +17,7 @@ import numpy as np
 from galaxymorph.catalog import CatalogRow, read_labelled_catalog
 from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import BINARY_CLASSES, binary_label, has_spiral_semantics, spiral_probability
-from galaxymorph.metrics import expected_calibration_error
+from galaxymorph.metrics import expected_calibration_error, log_loss
 from galaxymorph.models import load_checkpoint
 
 
@@ -28,8 +28,7 @@ def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def spiral_nll(probabilities: np.ndarray, is_spiral: np.ndarray, classes: tuple[str, ...], temperature: float) -> float:
-    p_spiral = np.clip(spiral_probability(temper(probabilities, temperature), classes), 1e-12, 1 - 1e-12)
-    return float(-np.mean(np.where(is_spiral, np.log(p_spiral), np.log1p(-p_spiral))))
+    return log_loss(spiral_probability(temper(probabilities, temperature), classes), is_spiral)
 
 
 def fit_temperature(probabilities: np.ndarray, is_spiral: np.ndarray, classes: tuple[str, ...]) -> float:
