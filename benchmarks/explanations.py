@@ -8,7 +8,7 @@ the central galaxy's segmentation in that input (the framing step's `central_seg
 the share of the map's total that falls inside the segmentation (goal >= 0.6 for the default
 model with Grad-CAM), the share of the image the segmentation covers (what a map spread evenly
 would score), where the map's total lies by distance from the centre (8 px rings) beside how much
-of each ring the segmentation fills, and the Spearman rank correlation between the maps of the trained model and of the
+of each ring the segmentation fills, the share inside by predicted class, and the Spearman rank correlation between the maps of the trained model and of the
 same architecture with re-initialised weights (goal < 0.5; Adebayo et al. 2018's randomisation test).
 """
 
@@ -51,6 +51,7 @@ def main() -> None:
     randomised = LoadedModel("re-initialised", random_model.eval(), loaded.preprocessing, loaded.metadata)
     started = time.perf_counter()
     shares, areas, correlations, unsegmented = [], [], [], 0
+    shares_by_class: dict[str, list[float]] = {}
     size = loaded.preprocessing.image_size
     distance = np.hypot(*(np.indices((size, size)) - (size - 1) / 2))
     rings = [(distance >= inner) & (distance < inner + RING_WIDTH) for inner in range(0, size // 2 + RING_WIDTH, RING_WIDTH)]
@@ -59,12 +60,13 @@ def main() -> None:
         images = batch.images
         maps, targets = attributions(loaded, images, args.method)
         random_maps, _ = attributions(randomised, images, args.method, targets)
-        for image, trained_map, random_map in zip(images, maps, random_maps):
+        for image, trained_map, random_map, target in zip(images, maps, random_maps, targets):
             segment = central_segment(image.mean(axis=0))
             if segment is None:
                 unsegmented += 1
                 continue
             shares.append(share_inside(trained_map, segment))
+            shares_by_class.setdefault(loaded.classes[int(target)], []).append(shares[-1])
             areas.append(segment.mean())
             map_in_rings += [share_inside(trained_map, ring) for ring in rings]
             segment_in_rings += [segment[ring].mean() for ring in rings]
@@ -78,6 +80,8 @@ def main() -> None:
     print(f"share of the map in {RING_WIDTH} px rings from the centre: "
           f"{', '.join(f'{v:.2f}' for v in map_in_rings / len(shares))}; "
           f"share of each ring inside the segmentation: {', '.join(f'{v:.2f}' for v in segment_in_rings / len(shares))}")
+    print("share inside by predicted class: " + ", ".join(
+        f"{name} {np.mean(values):.3f} ({len(values)})" for name, values in sorted(shares_by_class.items())))
     print(f"rank correlation with a re-initialised model: mean {np.mean(correlations):.3f}, "
           f"median {np.median(correlations):.3f} (goal < 0.5)")
     print(f"{len(files) / seconds:.1f} galaxies/s for both maps")
