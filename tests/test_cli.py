@@ -9,7 +9,7 @@ from galaxymorph.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["classify"], ["fetch"], ["export"], ["demo"], ["train"], ["finetune"], ["evaluate"], ["calibrate"], ["models"],
+@pytest.mark.parametrize("command", [[], ["classify"], ["fetch"], ["export"], ["demo"], ["train"], ["finetune"], ["evaluate"], ["calibrate"], ["quantize"], ["ensemble"], ["models"],
                                      ["models", "list"], ["models", "show"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
@@ -29,6 +29,7 @@ def test_models_show_seed_prints_the_layers_and_a_prediction():
 def test_models_list():
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0 and "pretrained  galaxynet" in result.output and "architecture seed" in result.output
+    assert "int8 graph for CPUs" in result.output
 
 
 def test_classify_writes_a_catalog(tmp_path, galaxy_jpeg):

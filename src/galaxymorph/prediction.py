@@ -25,7 +25,7 @@ from galaxymorph.outputs.catalog_writer import CHUNK_ROWS, check_output_path, op
 from galaxymorph.preprocess.parallel import DecodedBatch, decode_in_batches
 from galaxymorph.sources import iter_inputs
 
-BACKENDS = ("auto", "cuda", "onnx", "torch")
+BACKENDS = ("auto", "cuda", "onnx", "onnx-int8", "torch")
 
 
 def default_workers() -> int:
@@ -62,7 +62,7 @@ class PredictOptions:
 class Classifier:
     """A loaded model behind an inference back-end: torch on a CUDA GPU when one is present (bf16
     autocast, channels-last, inputs staged through pinned memory), else ONNX Runtime on the CPU when
-    installed, else torch on the CPU."""
+    installed (the model's int8 graph when it has one), else torch on the CPU."""
 
     def __init__(self, loaded: LoadedModel, *, backend: str = "auto", threads: int | None = None,
                  tta: bool = False) -> None:
@@ -70,9 +70,10 @@ class Classifier:
         self.classes = loaded.classes
         self.temperature = float(loaded.metadata.get("calibration", {}).get("temperature", 1.0))
         self.tta = tta
-        self.backend = _resolve_backend(backend)
-        if self.backend == "onnx":
-            self._session = _onnx_session(loaded, threads)
+        self.backend = _resolve_backend(backend, loaded)
+        if self.backend in ("onnx", "onnx-int8"):
+            graph = loaded.int8_graph.read_bytes() if self.backend == "onnx-int8" else onnx_bytes(loaded)
+            self._session = _onnx_session(graph, threads)
         elif self.backend == "cuda":
             self._gpu_model, self._staging = _cuda_model(loaded), None
         elif threads:
@@ -104,7 +105,7 @@ class Classifier:
         import torch
 
         with torch.inference_mode():
-            if self.backend == "onnx":
+            if self.backend.startswith("onnx"):
                 inputs = {"images": np.ascontiguousarray(images, dtype=np.float32)}
                 return self._session.run(["member_logits"], inputs)[0].astype(np.float64)
             if self.backend == "cuda":
@@ -250,15 +251,17 @@ def _as_rows(inputs: Iterable[str | os.PathLike | CatalogRow]) -> Iterator[Catal
             yield from iter_inputs([item])
 
 
-def _resolve_backend(backend: str) -> str:
+def _resolve_backend(backend: str, loaded: LoadedModel) -> str:
     """'auto' means CUDA when torch sees a GPU, else ONNX Runtime when it and the exporter's onnx
-    package are installed, else torch on the CPU."""
+    package are installed (the int8 graph when the model has one), else torch on the CPU."""
     import torch
 
-    if backend == "cuda" and not torch.cuda.is_available():
-        from galaxymorph.errors import ModelError
+    from galaxymorph.errors import ModelError
 
+    if backend == "cuda" and not torch.cuda.is_available():
         raise ModelError("backend 'cuda' asked for, but torch sees no CUDA GPU")
+    if backend == "onnx-int8" and loaded.int8_graph is None:
+        raise ModelError(f"model {loaded.name} has no int8 graph; make one with `galaxymorph quantize CHECKPOINT LABELS`")
     if backend == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -267,7 +270,7 @@ def _resolve_backend(backend: str) -> str:
             import onnxruntime  # noqa: F401
         except ImportError:
             return "torch"
-        return "onnx"
+        return "onnx" if loaded.int8_graph is None else "onnx-int8"
     return backend
 
 
@@ -339,11 +342,11 @@ def _cuda_model(loaded: LoadedModel):
     return copy.deepcopy(loaded.model).eval().to("cuda", memory_format=torch.channels_last)
 
 
-def _onnx_session(loaded: LoadedModel, threads: int | None):
-    """Open an ONNX Runtime session on the model exported in memory."""
+def _onnx_session(graph: bytes, threads: int | None):
+    """Open an ONNX Runtime session on an ONNX graph held in memory."""
     import onnxruntime
 
     settings = onnxruntime.SessionOptions()
     if threads:
         settings.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(onnx_bytes(loaded), settings, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(graph, settings, providers=["CPUExecutionProvider"])

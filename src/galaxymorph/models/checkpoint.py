@@ -33,6 +33,8 @@ class LoadedModel:
     model: GalaxyClassifier
     preprocessing: Preprocessing
     metadata: dict = field(default_factory=dict)
+    int8_graph: Path | None = None
+    """Its int8 ONNX graph (`galaxymorph quantize`), when one was made."""
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -45,6 +47,7 @@ def save_checkpoint(model: GalaxyClassifier, path: str | os.PathLike, *, archite
     weights = Path(path).with_suffix(".pt")
     weights.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), weights)
+    int8_graph_path(weights).unlink(missing_ok=True)  # quantised from the weights this call replaces
     description = {
         "format_version": FORMAT_VERSION,
         "architecture": architecture,
@@ -71,7 +74,13 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
         raise ModelError(f"checkpoint {path} is invalid: {exc}") from exc
     model.eval()
     preprocessing = Preprocessing.from_dict(description.get("preprocessing", {}))
-    return LoadedModel(weights.stem, model, preprocessing, description)
+    int8_graph = int8_graph_path(weights)
+    return LoadedModel(weights.stem, model, preprocessing, description, int8_graph if int8_graph.is_file() else None)
+
+
+def int8_graph_path(checkpoint: str | os.PathLike) -> Path:
+    """Where a checkpoint's int8 ONNX graph lies: NAME.int8.onnx beside NAME.pt."""
+    return Path(checkpoint).with_suffix(".int8.onnx")
 
 
 def build_model(description: dict) -> GalaxyClassifier:

@@ -1,0 +1,92 @@
+"""8-bit inference for CPUs: a checkpoint's ONNX graph with int8 weights and activations.
+
+ONNX Runtime's static quantisation (QDQ format; weights int8 per output channel, activations uint8
+with ranges measured once on training images) runs the convolutions on the CPU's integer units,
+about twice as fast as float32 (BENCHMARKS.md). The graph is written beside the checkpoint as
+`NAME.int8.onnx`, and the checkpoint's metadata records how far it moves the probabilities on the
+validation split. `save_checkpoint` deletes it when new weights make it stale. The `onnx-int8`
+back-end runs it, and `auto` picks it on a CPU wherever it exists.
+
+    $ galaxymorph quantize runs/model.pt labels.csv        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from galaxymorph.catalog import read_labelled_catalog
+from galaxymorph.errors import CatalogError
+from galaxymorph.models import LoadedModel, load_checkpoint
+from galaxymorph.models.checkpoint import int8_graph_path
+from galaxymorph.preprocess.parallel import decode_in_batches
+
+CALIBRATION_IMAGES = 256
+"""Training images whose activations set the int8 ranges."""
+
+
+def quantized_graph(loaded: LoadedModel, calibration: np.ndarray, *, batch_size: int = 32) -> bytes:
+    """The model's ONNX graph (`prediction.onnx_bytes`) quantised to int8, with activation ranges
+    from `calibration`, model inputs (N, 3, S, S)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from galaxymorph.prediction import onnx_bytes
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(np.array_split(calibration.astype(np.float32), max(1, len(calibration) // batch_size)))
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch}
+
+    with tempfile.TemporaryDirectory() as folder:
+        exported, prepared, quantized = (Path(folder) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
+        exported.write_bytes(onnx_bytes(loaded))
+        quant_pre_process(exported, prepared)
+        quantize_static(prepared, quantized, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return quantized.read_bytes()
+
+
+def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike, *,
+                        images: int = CALIBRATION_IMAGES, workers: int = 0) -> dict:
+    """Write `NAME.int8.onnx` beside a checkpoint, with ranges from the first `images` galaxies of
+    its training split in `labels`, and record in its metadata how the int8 probabilities differ
+    from float32 ones on its validation split."""
+    from galaxymorph.evaluation import rows_of_split
+    from galaxymorph.prediction import Classifier
+
+    loaded = load_checkpoint(checkpoint)
+    catalog = read_labelled_catalog(labels)
+    calibration = _model_inputs([catalog.files[i] for i in rows_of_split(catalog.ids, loaded, "train", labels)[:images]],
+                                loaded, workers)
+    if not len(calibration):
+        raise CatalogError(f"catalog {labels}: no readable image in model {loaded.name}'s training split")
+    path = int8_graph_path(checkpoint)
+    path.write_bytes(quantized_graph(loaded, calibration))
+    validation = _model_inputs([catalog.files[i] for i in rows_of_split(catalog.ids, loaded, "val", labels)], loaded, workers)
+    exact, _ = Classifier(loaded, backend="onnx").probabilities(validation)
+    quantized, _ = Classifier(load_checkpoint(checkpoint), backend="onnx-int8").probabilities(validation)
+    difference = np.abs(quantized - exact)
+    result = {"graph": path.name, "calibration_images": int(len(calibration)), "split": "val", "galaxies": int(len(validation)),
+              "max_abs_difference": float(difference.max()), "mean_abs_difference": float(difference.mean()),
+              "same_class": float((quantized.argmax(axis=1) == exact.argmax(axis=1)).mean())}
+    description_path = Path(checkpoint).with_suffix(".json")
+    description = json.loads(description_path.read_text())
+    description["int8"] = result
+    description_path.write_text(json.dumps(description, indent=1))
+    return result
+
+
+def _model_inputs(files: list[Path], loaded: LoadedModel, workers: int) -> np.ndarray:
+    """The decodable files as model inputs (N, 3, S, S); unreadable ones are left out."""
+    batches = [batch.images[[not error for error in batch.errors]]  # boolean indexing copies out of shared memory
+               for batch in decode_in_batches(files, loaded.preprocessing, file_of=Path, batch_size=64, workers=workers)]
+    size = loaded.preprocessing.image_size
+    return np.concatenate(batches) if batches else np.empty((0, 3, size, size), np.float32)
