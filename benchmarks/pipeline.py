@@ -9,7 +9,7 @@ times as needed) when ../shared/data/gz1-sdss is present, else on generated 423 
 alone and classify read the same files with the same decoder, framing and process count, and
 classify writes a Parquet dataset folder as a survey run would; the two run in turn `--repeats`
 times and their medians are compared, since the load of a shared machine drifts from run to run
-(single runs on the 2-core machine gave ratios from 0.79 to 0.96 for the same code). The memory runs classify 1,000
+(on the 2-core machine, single pairs of the same code gave ratios from 0.61 to 0.92). The memory runs classify 1,000
 generated 423 px JPEGs linked as many times as the job size asks (10,000 files to a folder).
 Every measurement runs in a fresh process, so that its peak memory is its own.
 """

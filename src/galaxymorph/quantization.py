@@ -71,6 +71,8 @@ def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike
     path = int8_graph_path(checkpoint)
     path.write_bytes(quantized_graph(loaded, calibration))
     validation = _model_inputs([catalog.files[i] for i in rows_of_split(catalog.ids, loaded, "val", labels)], loaded, workers)
+    if not len(validation):
+        raise CatalogError(f"catalog {labels}: no readable image in model {loaded.name}'s validation split to check {path.name} on")
     exact, _ = Classifier(loaded, backend="onnx").probabilities(validation)
     quantized, _ = Classifier(load_checkpoint(checkpoint), backend="onnx-int8").probabilities(validation)
     difference = np.abs(quantized - exact)
