@@ -210,14 +210,14 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         return {"status": "ok", "model": loaded.name}
 
     described = {name: load_model(name) for name in bundled_models()} | {loaded.name: loaded}
-    model_descriptions = {"serving": loaded.name, "models": [
+    model_descriptions = {"serving": loaded.name, "backend": classifier.backend, "models": [
         {"name": name, "classes": list(m.classes), "preprocessing": m.preprocessing.to_dict(),
          "metrics": m.metadata.get("metrics", {}), "calibration": m.metadata.get("calibration", {})}
         for name, m in described.items()]}
 
     @app.get("/v1/models")
     async def models() -> dict:
-        """The model being served and the bundled ones: classes, preprocessing, metrics."""
+        """The model being served and its inference back-end, and the bundled models: classes, preprocessing, metrics."""
         return model_descriptions
 
     @app.post("/v1/classify")
