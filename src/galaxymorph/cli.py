@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from galaxymorph.config import BATCH_SIZE, DEFAULT_MODEL, SPLIT_SEED, Preprocessing
+from galaxymorph.config import BATCH_SIZE, CALIBRATION_IMAGES, DEFAULT_MODEL, SPLIT_SEED, Preprocessing
 from galaxymorph.outputs.catalog_writer import CHUNK_ROWS
 
 app = typer.Typer(help="Galaxy morphology from survey images: elliptical or spiral, then the finer classes.",
@@ -49,11 +49,17 @@ def _cutout_source(survey: str, size: int, pixel_scale: float, image_format: str
     return CutoutService(survey, settings, base_url=base_url), options
 
 
-def _predict_options(batch_size: int, workers: int | None, backend: str, tta: bool = False, progress: bool = True):
-    from galaxymorph.prediction import PredictOptions, default_workers
+def _workers(workers: int | None) -> int:
+    """The --workers option, one decoding process per core when not given."""
+    from galaxymorph.prediction import default_workers
 
-    return PredictOptions(batch_size=batch_size, workers=default_workers() if workers is None else workers,
-                          backend=backend, tta=tta, progress=progress)
+    return default_workers() if workers is None else workers
+
+
+def _predict_options(batch_size: int, workers: int | None, backend: str, tta: bool = False, progress: bool = True):
+    from galaxymorph.prediction import PredictOptions
+
+    return PredictOptions(batch_size=batch_size, workers=_workers(workers), backend=backend, tta=tta, progress=progress)
 
 
 @app.command()
@@ -320,11 +326,10 @@ def train(
 
 def _run_training(*, workers: int | None, **settings) -> None:
     from galaxymorph.errors import GalaxyMorphError
-    from galaxymorph.prediction import default_workers
     from galaxymorph.training import TrainConfig, train as run_train
 
     try:
-        weights = run_train(TrainConfig(workers=default_workers() if workers is None else workers, **settings))
+        weights = run_train(TrainConfig(workers=_workers(workers), **settings))
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
     typer.echo(f"checkpoint written: {weights} (+ {weights.with_suffix('.json').name})")
@@ -407,16 +412,15 @@ def calibrate(
 def quantize(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to quantise (NAME.int8.onnx is written beside it).")],
     labels: Annotated[Path, typer.Argument(help="The labelled catalog the checkpoint was trained on.")],
-    images: Annotated[int, typer.Option(help="Training-split images whose activations set the int8 ranges.")] = 256,
+    images: Annotated[int, typer.Option(help="Training-split images whose activations set the int8 ranges.")] = CALIBRATION_IMAGES,
     workers: WorkersOption = None,
 ) -> None:
     """Make an int8 ONNX graph of a checkpoint for fast CPU inference, checked on the validation split."""
     from galaxymorph.errors import GalaxyMorphError
-    from galaxymorph.prediction import default_workers
     from galaxymorph.quantization import quantize_checkpoint
 
     try:
-        result = quantize_checkpoint(checkpoint, labels, images=images, workers=default_workers() if workers is None else workers)
+        result = quantize_checkpoint(checkpoint, labels, images=images, workers=_workers(workers))
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
     typer.echo(f"{result['graph']} written from {result['calibration_images']} training images; on {result['galaxies']} "

@@ -30,6 +30,9 @@ BATCH_SIZE = 128
 DEFAULT_MODEL = "galaxynet_ensemble"
 """Name of the bundled pretrained model that `classify` uses by default."""
 
+CALIBRATION_IMAGES = 256
+"""Training images whose activations set the ranges of a model's int8 graph (`galaxymorph quantize`)."""
+
 CONFIDENT_MARGIN = 0.4
 """A prediction is `confident` when p_spiral is at least this far from 0.5 (p_spiral <= 0.1 or >= 0.9)."""
 

@@ -105,7 +105,7 @@ class Classifier:
         import torch
 
         with torch.inference_mode():
-            if self.backend.startswith("onnx"):
+            if self.backend in ("onnx", "onnx-int8"):
                 inputs = {"images": np.ascontiguousarray(images, dtype=np.float32)}
                 return self._session.run(["member_logits"], inputs)[0].astype(np.float64)
             if self.backend == "cuda":

@@ -15,19 +15,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from galaxymorph.catalog import read_labelled_catalog
+from galaxymorph.config import CALIBRATION_IMAGES
 from galaxymorph.errors import CatalogError
 from galaxymorph.models import LoadedModel, load_checkpoint
 from galaxymorph.models.checkpoint import int8_graph_path
 from galaxymorph.preprocess.parallel import decode_in_batches
-
-CALIBRATION_IMAGES = 256
-"""Training images whose activations set the int8 ranges."""
-
 
 def quantized_graph(loaded: LoadedModel, calibration: np.ndarray, *, batch_size: int = 32) -> bytes:
     """The model's ONNX graph (`prediction.onnx_bytes`) quantised to int8, with activation ranges
@@ -74,7 +72,7 @@ def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike
     if not len(validation):
         raise CatalogError(f"catalog {labels}: no readable image in model {loaded.name}'s validation split to check {path.name} on")
     exact, _ = Classifier(loaded, backend="onnx").probabilities(validation)
-    quantized, _ = Classifier(load_checkpoint(checkpoint), backend="onnx-int8").probabilities(validation)
+    quantized, _ = Classifier(replace(loaded, int8_graph=path), backend="onnx-int8").probabilities(validation)
     difference = np.abs(quantized - exact)
     result = {"graph": path.name, "calibration_images": int(len(calibration)), "split": "val", "galaxies": int(len(validation)),
               "max_abs_difference": float(difference.max()), "mean_abs_difference": float(difference.mean()),
