@@ -50,7 +50,7 @@ def main() -> None:
     random_model = build_model(loaded.metadata)
     randomised = LoadedModel("re-initialised", random_model.eval(), loaded.preprocessing, loaded.metadata)
     started = time.perf_counter()
-    shares, areas, correlations, unsegmented = [], [], [], 0
+    shares, areas, correlations, unsegmented, empty = [], [], [], 0, 0
     shares_by_class: dict[str, list[float]] = {}
     size = loaded.preprocessing.image_size
     distance = np.hypot(*(np.indices((size, size)) - (size - 1) / 2))
@@ -65,6 +65,7 @@ def main() -> None:
             if segment is None:
                 unsegmented += 1
                 continue
+            empty += not trained_map.any()
             shares.append(share_inside(trained_map, segment))
             shares_by_class.setdefault(loaded.classes[int(target)], []).append(shares[-1])
             areas.append(segment.mean())
@@ -76,7 +77,8 @@ def main() -> None:
           f"{os.cpu_count()} cores; model {args.model}, method {args.method}")
     print(f"galaxies {len(files)}, with a central segmentation {len(shares)}, without {unsegmented}")
     print(f"share of the map inside the galaxy: mean {np.mean(shares):.3f}, median {np.median(shares):.3f} "
-          f"(goal >= 0.6); the segmentation covers {np.mean(areas):.3f} of the image on average")
+          f"(goal >= 0.6); the segmentation covers {np.mean(areas):.3f} of the image on average; "
+          f"{empty} maps hold no positive evidence (they count 0 inside)")
     print(f"share of the map in {RING_WIDTH} px rings from the centre: "
           f"{', '.join(f'{v:.2f}' for v in map_in_rings / len(shares))}; "
           f"share of each ring inside the segmentation: {', '.join(f'{v:.2f}' for v in segment_in_rings / len(shares))}")

@@ -8,7 +8,7 @@ from galaxymorph import Preprocessing, load_image
 from galaxymorph.models import create_model, save_checkpoint
 from galaxymorph.prediction import PredictOptions, predict
 from galaxymorph.preprocess.framing import find_central_source
-from galaxymorph.sources.synthetic import synthetic_galaxy
+from galaxymorph.sources.synthetic import synthetic_galaxy, write_examples
 
 FRAMED = Preprocessing(framing=True)
 
@@ -31,6 +31,22 @@ def test_no_central_source_in_empty_sky():
     assert not find_central_source(np.random.default_rng(1).normal(0, 0.01, (80, 80))).found
     off_centre = gaussian(centre=(10.0, 10.0), sigma=2.0)
     assert not find_central_source(off_centre).found
+
+
+def test_the_galaxy_measures_the_same_when_the_image_is_turned(tmp_path):
+    """Exactly, also on even-sized 8-bit images, whose smoothed pixels often sit on the threshold."""
+    path = write_examples(tmp_path, 2, seed=8, suffix=".png")[1][0]
+    intensity = np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255
+    source = find_central_source(intensity)
+    centre = (intensity.shape[0] - 1) / 2
+    for turns in (1, 2, 3):
+        turned = find_central_source(np.rot90(intensity, turns))
+        # np.rot90 turns anticlockwise: (x, y) -> (y, size - 1 - x) per quarter turn.
+        x, y = source.x, source.y
+        for _ in range(turns):
+            x, y = y, 2 * centre - x
+        assert (turned.x, turned.y) == pytest.approx((x, y), abs=1e-9)
+        assert turned.radius_50 == pytest.approx(source.radius_50, abs=1e-9)
 
 
 def zoomed_out(image: np.ndarray, factor: int) -> np.ndarray:

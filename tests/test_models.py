@@ -53,6 +53,14 @@ def test_galaxynet_features_and_head(name):
     assert torch.allclose(model(images), model.forward_head(features))
 
 
+def test_galaxynet_logits_are_the_means_of_its_class_activation_maps():
+    model = create_model("galaxynet").eval()
+    images = torch.rand(2, 3, 64, 64)
+    maps = model.class_activation_maps(model.forward_features(images))
+    assert maps.shape == (2, len(GZ1_CLASSES), 4, 4)
+    torch.testing.assert_close(maps.mean(dim=(2, 3)) + model.output_layer().bias, model(images))
+
+
 def test_two_classes_use_one_sigmoid_output():
     assert create_model("galaxynet", classes=BINARY_CLASSES)(torch.rand(1, 3, 64, 64)).shape == (1, 1)
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from galaxymorph import CatalogError
+from galaxymorph import CatalogError, ModelError
 from galaxymorph.evaluation import evaluate
 from galaxymorph.training.data import choose_classes, stratified_split
 from galaxymorph.training.train import class_weights, get_lr
@@ -83,3 +83,43 @@ def test_too_small_a_catalog_is_refused_clearly(tmp_path, galaxy_jpeg):
     (tmp_path / "two.csv").write_text(f"file,label\n{galaxy_jpeg},elliptical\n{galaxy_jpeg},spiral\n")
     with pytest.raises(CatalogError, match="too few usable images to train on"):
         train(TrainConfig(labels=tmp_path / "two.csv", output=tmp_path / "m.pt", workers=0, progress=False, use_cache=False))
+
+
+def test_evidence_penalty_moves_the_class_evidence_onto_the_galaxy(trained_checkpoint, synthetic_catalog, tmp_path):
+    """Trained with the penalty, more of each Grad-CAM map lies inside the galaxy than without it."""
+    from galaxymorph.training import TrainConfig, train
+
+    penalised = train(TrainConfig(labels=synthetic_catalog, output=tmp_path / "penalised.pt", architecture="galaxynet",
+                                  epochs=6, batch_size=32, workers=0, progress=False, use_cache=False,
+                                  evidence_penalty=1.0))
+    training = json.loads(penalised.with_suffix(".json").read_text())["training"]
+    assert training["evidence_penalty"] == 1.0
+    assert all(0 <= epoch["train_evidence_outside"] <= 1 for epoch in training["history"])
+    assert _share_inside_galaxy(penalised, synthetic_catalog) > _share_inside_galaxy(trained_checkpoint, synthetic_catalog) + 0.1
+
+
+def test_evidence_penalty_needs_class_activation_maps(synthetic_catalog, tmp_path):
+    from galaxymorph.training import TrainConfig, train
+
+    with pytest.raises(ModelError, match="class-activation maps"):
+        train(TrainConfig(labels=synthetic_catalog, output=tmp_path / "seed.pt", architecture="seed",
+                          evidence_penalty=1.0, workers=0, progress=False, use_cache=False))
+
+
+def _share_inside_galaxy(checkpoint, catalog) -> float:
+    """Mean share of the Grad-CAM maps inside the central galaxy, on the test split's images."""
+    from galaxymorph.catalog import read_labelled_catalog
+    from galaxymorph.explain import attributions, share_inside
+    from galaxymorph.models import load_model
+    from galaxymorph.preprocess.decode import read_model_input
+    from galaxymorph.preprocess.framing import central_segment
+
+    loaded = load_model(checkpoint)
+    labelled = read_labelled_catalog(catalog)
+    test_ids = set(loaded.metadata["split"]["test"])
+    images = np.stack([read_model_input(path, loaded.preprocessing).pixels
+                       for identifier, path in zip(labelled.ids, labelled.files) if identifier in test_ids])
+    maps, _ = attributions(loaded, images)
+    shares = [share_inside(map_, segment) for map_, image in zip(maps, images)
+              if (segment := central_segment(image.mean(axis=0))) is not None]
+    return float(np.mean(shares))

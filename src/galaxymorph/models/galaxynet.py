@@ -49,6 +49,12 @@ class GalaxyNet(GalaxyClassifier):
     def output_layer(self) -> nn.Linear:
         return self.classifier
 
+    def class_activation_maps(self, features: torch.Tensor) -> torch.Tensor:
+        """Class-activation maps (N, K, h, w) of last-block activations, one per output (Zhou et al.
+        2016): the head applied at every position, so each logit is its map's mean plus the bias.
+        With global average pooling this is Grad-CAM before its positive part (times h w)."""
+        return torch.einsum("kc,nchw->nkhw", self.classifier.weight, features)
+
     def feature_blocks(self) -> list[nn.Module]:
         return [self.stem, self.stage1, self.stage2, self.stage3]
 

@@ -14,6 +14,7 @@ detection, unlike radii that enclose most of the light.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,14 +71,16 @@ def _segment(image: np.ndarray) -> tuple[np.ndarray | None, float]:
     smoothed = ndimage.uniform_filter(above, size=3)
     height, width = image.shape
     half = max(1, int(round(CENTRE_WINDOW * min(height, width) / 2)))
-    cy, cx = height // 2, width // 2
-    peak = smoothed[cy - half:cy + half + 1, cx - half:cx + half + 1].max()
+    window = (_central_pixels(height, half), _central_pixels(width, half))
+    peak = smoothed[window].max()
     threshold = max(DETECTION_SIGMA * noise / 3.0, PEAK_FRACTION * peak)
-    labels, count = ndimage.label(smoothed > threshold, structure=np.ones((3, 3)))
+    # Values within rounding of the threshold count as below it in any orientation of the image
+    # (on 8-bit images many smoothed values fall exactly on it; the filter's sums round differently
+    # when the image is turned).
+    labels, count = ndimage.label(smoothed > threshold + 1e-9 * abs(threshold), structure=np.ones((3, 3)))
     if count == 0:
         return None, sky
-    window = labels[cy - half:cy + half + 1, cx - half:cx + half + 1]
-    window_flux = np.bincount(window.ravel(), weights=np.clip(above[cy - half:cy + half + 1, cx - half:cx + half + 1], 0, None).ravel(),
+    window_flux = np.bincount(labels[window].ravel(), weights=np.clip(above[window], 0, None).ravel(),
                               minlength=count + 1)
     window_flux[0] = 0.0
     if window_flux.max() <= 0:
@@ -86,3 +89,10 @@ def _segment(image: np.ndarray) -> tuple[np.ndarray | None, float]:
     if window_flux.max() <= 0:
         return None, sky
     return labels == int(np.argmax(window_flux)), sky
+
+
+def _central_pixels(length: int, half: int) -> slice:
+    """The pixels within `half` of the centre line of an axis: symmetric about it for odd and even
+    lengths alike, so that framing is exactly equivariant under 90-degree rotations and flips."""
+    centre = (length - 1) / 2
+    return slice(math.ceil(centre - half), math.floor(centre + half) + 1)

@@ -14,10 +14,11 @@ from galaxymorph.catalog import LabelledCatalog
 from galaxymorph.config import Preprocessing, cache_dir
 from galaxymorph.errors import CatalogError
 from galaxymorph.labels import BINARY_CLASSES, GZ1_CLASSES, binary_label
+from galaxymorph.preprocess.framing import central_segment
 from galaxymorph.preprocess.parallel import decode_in_batches
 
 CLASS_SCHEMES = ("binary", "gz1", "labels")
-DECODED_CACHE_VERSION = 5
+DECODED_CACHE_VERSION = 6
 """Bump when decoding changes, so that cached training sets are decoded again."""
 AUGMENTATION_MARGIN = 1.5
 """Training images are decoded this much wider than the model input, so rotations have no corners."""
@@ -91,3 +92,23 @@ def decode_catalog(catalog: LabelledCatalog, preprocessing: Preprocessing, *, wo
         np.savez(partial, images=images, errors=np.array(errors))
         partial.replace(cached)
     return images, errors
+
+
+def galaxy_masks(images: np.ndarray, output_size: int) -> np.ndarray:
+    """The central galaxy's pixels in training images (N, 3, S, S) uint8, as uint8 masks (N, S, S)
+    of 0 and 255 that augmentation can resample like the images.
+
+    The galaxy is segmented (`central_segment`) in the central `output_size` px, which is the model
+    input when not augmented; an image without a central source gets a mask of ones everywhere.
+    """
+    size = images.shape[-1]
+    start = (size - output_size) // 2
+    inner = slice(start, start + output_size)
+    masks = np.zeros((len(images), size, size), dtype=np.uint8)
+    for mask, image in zip(masks, images):
+        segment = central_segment(image[:, inner, inner].mean(axis=0) / 255.0)
+        if segment is None:
+            mask[:] = 255
+        else:
+            mask[inner, inner] = segment * 255
+    return masks

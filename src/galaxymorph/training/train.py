@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from galaxymorph.catalog import read_labelled_catalog
-from galaxymorph.config import BATCH_SIZE, SPLIT_FRACTIONS, SPLIT_SEED, Preprocessing
+from galaxymorph.config import BATCH_SIZE, CHANNELS, SPLIT_FRACTIONS, SPLIT_SEED, Preprocessing
 from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.metrics import binary_summary
 from galaxymorph.models import GalaxyClassifier, GalaxyEnsemble, create_model, load_model, logits_to_probabilities, save_checkpoint
 from galaxymorph.preprocess.augment import SurveyAugmentation, centre_view, survey_augment, symmetry_augment
-from galaxymorph.training.data import choose_classes, decode_catalog, stratified_split, training_preprocessing
+from galaxymorph.training.data import choose_classes, decode_catalog, galaxy_masks, stratified_split, training_preprocessing
 
 
 RECALIBRATION_IMAGES = 1024
@@ -47,6 +47,9 @@ class TrainConfig:
     augment: bool = True
     survey_augmentation: SurveyAugmentation | None = field(default_factory=SurveyAugmentation)
     """With `augment`: blur, colour-stretch, noise and JPEG changes that mimic other surveys (None: off)."""
+    evidence_penalty: float = 0.0
+    """Weight of `evidence_outside_galaxy` in the loss (0: off): the share of the labelled class's
+    activation map that lies outside the central galaxy."""
     seed: int = SPLIT_SEED
     split_seed: int | None = None
     """Seed of the train/val/test split (None: `seed`); members of an ensemble share one split."""
@@ -91,6 +94,24 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor, weights: to
         sample_weights = weights[targets] if weights is not None else None
         return F.binary_cross_entropy_with_logits(logits[:, 0], targets.float(), weight=sample_weights)
     return F.cross_entropy(logits, targets, weight=weights)
+
+
+def evidence_outside_galaxy(model: GalaxyClassifier, features: torch.Tensor, targets: torch.Tensor,
+                            masks: torch.Tensor) -> torch.Tensor:
+    """Mean share of each image's class-activation map for its labelled class (upsampled to the
+    input as Grad-CAM is) that lies outside its galaxy mask (N, S, S) in [0, 1].
+
+    Grad-CAM keeps the map's positive part; here a softplus stands in for it, so that a map with no
+    positive evidence anywhere (which explains nothing) still has a gradient towards evidence on
+    the galaxy instead of escaping the penalty.
+    """
+    maps = model.class_activation_maps(features)
+    if maps.shape[1] == 1:  # one sigmoid logit z: the classes' logits are (-z/2, z/2), as explained
+        maps = torch.cat([-maps / 2, maps / 2], dim=1)
+    maps = F.softplus(maps[torch.arange(len(targets)), targets])[:, None]
+    maps = F.interpolate(maps, size=tuple(masks.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    outside = (maps * (1 - masks)).sum(dim=(1, 2))
+    return (outside / maps.sum(dim=(1, 2))).mean()
 
 
 @torch.no_grad()
@@ -217,8 +238,11 @@ def train(config: TrainConfig) -> Path:
     split = stratified_split(catalog.labels, config.split_fractions, split_seed)
     classes, targets = choose_classes(catalog.labels, config.classes)
     model, architecture, preprocessing = start_model(config, classes)
+    if config.evidence_penalty and not hasattr(model, "class_activation_maps"):
+        raise ModelError(f"the evidence penalty needs a model with class-activation maps (galaxynet); {architecture} has none")
     images, errors = decode_catalog(catalog, training_preprocessing(preprocessing),
                                     workers=config.workers, use_cache=config.use_cache)
+    masks = galaxy_masks(images, preprocessing.image_size) if config.evidence_penalty else None
     unreadable = [e for e in errors if e]
     if unreadable:
         warnings.warn(f"{len(unreadable)} unreadable images left out of training, e.g. {unreadable[0]}", stacklevel=2)
@@ -248,33 +272,43 @@ def train(config: TrainConfig) -> Path:
     for epoch in range(1, config.epochs + 1):
         frozen = frozen_blocks(model, epoch, config)
         set_training_mode(model, frozen)
-        started, losses = time.perf_counter(), []
+        started, losses, outside = time.perf_counter(), [], []
         order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
         batches = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
                        disable=not config.progress, leave=False)
         for start in batches:
             rows = order[start:start + config.batch_size]
             batch, batch_targets = torch.from_numpy(images[rows]), torch.from_numpy(target_array[rows])
+            if masks is not None:  # the mask travels as a fourth channel through rotation and zoom
+                batch = torch.cat([batch, torch.from_numpy(masks[rows])[:, None]], dim=1)
             if config.augment:
                 batch, batch_targets = symmetry_augment(batch, batch_targets, output_size=preprocessing.image_size,
                                                         mirror_permutation=permutation, generator=generator,
                                                         zoom_range=ZOOM_RANGE)
-                if config.survey_augmentation is not None:
-                    batch = survey_augment(batch, generator, config.survey_augmentation)
             else:
                 batch = centre_view(batch, preprocessing.image_size)
+            if masks is not None:
+                batch, batch_masks = batch[:, :CHANNELS], batch[:, CHANNELS]
+            if config.augment and config.survey_augmentation is not None:
+                batch = survey_augment(batch, generator, config.survey_augmentation)
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, total_steps, warmup_steps, config.learning_rate)
-            loss = classification_loss(model(batch), batch_targets, weights)
+            features = model.forward_features(batch)
+            loss = classification_loss(model.forward_head(features), batch_targets, weights)
+            losses.append(loss.item())
+            if masks is not None:
+                penalty = evidence_outside_galaxy(model, features, batch_targets, batch_masks)
+                outside.append(penalty.item())
+                loss = loss + config.evidence_penalty * penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
             step += 1
         recalibrate_batch_norm(model, recalibration_batches, frozen)
         metrics = estimate_metrics(model, val_images, val_targets, output_size=preprocessing.image_size,
                                    batch_size=config.batch_size)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - started,
+                  **({"train_evidence_outside": float(np.mean(outside))} if outside else {}),
                   **{f"val_{k}": v for k, v in metrics.items()}}
         history.append(record)
         if best is None or selection_score(metrics) > selection_score(best):
@@ -298,6 +332,7 @@ def train(config: TrainConfig) -> Path:
             "class_weight_power": config.class_weight_power, "class_weights": weights.tolist(),
             "class_weight_prior_removed": True, "augment": config.augment, "zoom_range": list(ZOOM_RANGE),
             "survey_augmentation": config.survey_augmentation.to_dict() if config.survey_augmentation else None,
+            "evidence_penalty": config.evidence_penalty,
             "init_from": config.init_from,
             "freeze_epochs": config.freeze_epochs, "unfrozen_blocks": config.unfrozen_blocks,
             "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay",
