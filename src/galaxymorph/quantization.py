@@ -12,7 +12,6 @@ back-end runs it, and `auto` picks it on a CPU wherever it exists.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import replace
@@ -24,8 +23,9 @@ from galaxymorph.catalog import read_labelled_catalog
 from galaxymorph.config import CALIBRATION_IMAGES
 from galaxymorph.errors import CatalogError
 from galaxymorph.models import LoadedModel, load_checkpoint
-from galaxymorph.models.checkpoint import int8_graph_path
+from galaxymorph.models.checkpoint import int8_graph_path, record_in_metadata
 from galaxymorph.preprocess.parallel import decode_in_batches
+
 
 def quantized_graph(loaded: LoadedModel, calibration: np.ndarray, *, batch_size: int = 32) -> bytes:
     """The model's ONNX graph (`prediction.onnx_bytes`) quantised to int8, with activation ranges
@@ -77,10 +77,7 @@ def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike
     result = {"graph": path.name, "calibration_images": int(len(calibration)), "split": "val", "galaxies": int(len(validation)),
               "max_abs_difference": float(difference.max()), "mean_abs_difference": float(difference.mean()),
               "same_class": float((quantized.argmax(axis=1) == exact.argmax(axis=1)).mean())}
-    description_path = Path(checkpoint).with_suffix(".json")
-    description = json.loads(description_path.read_text())
-    description["int8"] = result
-    description_path.write_text(json.dumps(description, indent=1))
+    record_in_metadata(checkpoint, "int8", result)
     return result
 
 

@@ -78,6 +78,15 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
     return LoadedModel(weights.stem, model, preprocessing, description, int8_graph if int8_graph.is_file() else None)
 
 
+def record_in_metadata(checkpoint: str | os.PathLike, key: str, value: dict) -> None:
+    """Set one entry of a checkpoint's .json metadata (what `calibrate` or `quantize` found),
+    leaving its weights and the rest of the metadata as they are."""
+    path = Path(checkpoint).with_suffix(".json")
+    description = json.loads(path.read_text())
+    description[key] = value
+    path.write_text(json.dumps(description, indent=1))
+
+
 def int8_graph_path(checkpoint: str | os.PathLike) -> Path:
     """Where a checkpoint's int8 ONNX graph lies: NAME.int8.onnx beside NAME.pt."""
     return Path(checkpoint).with_suffix(".int8.onnx")

@@ -7,10 +7,8 @@ stored in the checkpoint's metadata, where prediction picks it up.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +17,7 @@ from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import BINARY_CLASSES, binary_label, has_spiral_semantics, spiral_probability
 from galaxymorph.metrics import expected_calibration_error, log_loss
 from galaxymorph.models import load_checkpoint
+from galaxymorph.models.checkpoint import record_in_metadata
 
 
 def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -72,8 +71,5 @@ def calibrate(checkpoint: str | os.PathLike, labels: str | os.PathLike, *, split
         "ece_before": expected_calibration_error(spiral_probability(probabilities, loaded.classes), is_spiral),
         "ece_after": expected_calibration_error(calibrated, is_spiral),
     }
-    description_path = Path(checkpoint).with_suffix(".json")
-    description = json.loads(description_path.read_text())
-    description["calibration"] = result
-    description_path.write_text(json.dumps(description, indent=1))
+    record_in_metadata(checkpoint, "calibration", result)
     return result
