@@ -174,3 +174,15 @@ def test_preprocessing_rejects_bad_settings():
         Preprocessing(crop_fraction=0)
     with pytest.raises(ValueError, match="image_size"):
         Preprocessing(image_size=4)
+
+
+def test_framing_resamples_with_pils_antialiased_bilinear_filter():
+    """Shrinking and enlarging a box with fractional edges, as PIL's BILINEAR resize does (to float32 rounding)."""
+    from galaxymorph.preprocess.decode import _resample_bands
+
+    bands = np.random.default_rng(0).random((3, 150, 130)).astype(np.float32)
+    box = (10.5, 7.25, 120.5, 117.25)
+    for size in (64, 200):
+        expected = np.stack([np.asarray(Image.fromarray(band, mode="F").resize((size, size), Image.Resampling.BILINEAR, box=box))
+                             for band in bands])
+        np.testing.assert_allclose(_resample_bands(bands, box, size), expected, atol=2e-5)

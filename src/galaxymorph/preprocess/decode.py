@@ -162,9 +162,9 @@ def _frame_box(width: int, height: int, preprocessing: Preprocessing,
     """The crop box: around the central galaxy when framing is on and finds one, else the fixed crop.
 
     `reduced_intensity((left, top, side), factor)` gives the intensity of a square region reduced by
-    a whole factor. The galaxy is searched for on the whole image reduced to about
-    `FRAMING_WORK_SIZE` px; while it looks small there, the search zooms into the central half, so
-    that small galaxies are measured with enough pixels.
+    a whole factor (`side` a multiple of it). The galaxy is searched for on the whole image reduced
+    to about `FRAMING_WORK_SIZE` px; while it looks small there, the search zooms into the central
+    half, so that small galaxies are measured with enough pixels.
     """
     fixed = _crop_box(width, height, preprocessing.crop_fraction)
     if not preprocessing.framing:
@@ -172,17 +172,28 @@ def _frame_box(width: int, height: int, preprocessing: Preprocessing,
     side = min(width, height)
     while True:
         factor = max(1, side // FRAMING_WORK_SIZE)
-        window = ((width - side) // 2, (height - side) // 2, side)
-        source = find_central_source(reduced_intensity(window, factor))
+        searched = side // factor * factor
+        left, top = (width - searched) / 2, (height - searched) / 2
+        source = find_central_source(_centred_search(reduced_intensity, left, top, searched, factor))
         if not source.found:
             return fixed, False
         if factor == 1 or source.radius_50 * factor > side * SMALL_GALAXY:
             break
         side //= 2
-    x, y = window[0] + (source.x + 0.5) * factor, window[1] + (source.y + 0.5) * factor
+    x, y = left + (source.x + 0.5) * factor, top + (source.y + 0.5) * factor
     crop = float(np.clip(2 * source.radius_50 * factor / preprocessing.frame_fill, MIN_IMAGE_SIZE, min(width, height)))
     left, top = float(np.clip(x - crop / 2, 0, width - crop)), float(np.clip(y - crop / 2, 0, height - crop))
     return (left, top, left + crop, top + crop), True
+
+
+def _centred_search(reduced_intensity: Callable[[tuple[int, int, int], int], np.ndarray],
+                    left: float, top: float, side: int, factor: int) -> np.ndarray:
+    """The reduced intensity of the square at (`left`, `top`), centred on the image. Where centring
+    needs half a pixel, the grids at the pixels on either side are averaged (exactly, in float64), so
+    that the search, and framing, is exactly equivariant under 90-degree rotations and flips."""
+    grids = [reduced_intensity((x, y, side), factor)
+             for y in sorted({math.floor(top), math.ceil(top)}) for x in sorted({math.floor(left), math.ceil(left)})]
+    return np.mean(grids, axis=0, dtype=np.float64)
 
 
 def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
@@ -212,7 +223,7 @@ def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
     def reduced_intensity(window: tuple[int, int, int], factor: int) -> np.ndarray:
         left, top, side = window
         cells = side // factor
-        intensity = bands[:, top:top + cells * factor, left:left + cells * factor].mean(axis=0)
+        intensity = bands[:, top:top + side, left:left + side].mean(axis=0, dtype=np.float64)
         return intensity.reshape(cells, factor, cells, factor).mean(axis=(1, 3))
 
     box, found = _frame_box(width, height, preprocessing, reduced_intensity)
@@ -220,11 +231,33 @@ def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
 
 
 def _resample_bands(bands: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
-    framed = [
-        np.asarray(Image.fromarray(band, mode="F").resize((size, size), Image.Resampling.BILINEAR, box=box))
-        for band in bands.astype(np.float32, copy=False)
-    ]
-    return np.clip(np.stack(framed), 0.0, 1.0)
+    """The square `box` of (C, H, W) bands resampled to (C, size, size) float32 in [0, 1].
+
+    The filter is PIL's antialiased bilinear resize, applied in float64 so that the result, rounded
+    once to float32, is the same bits whichever axis goes first: framing a turned or mirrored
+    image gives exactly the turned or mirrored input (an int8 model amplifies the last bit).
+    """
+    left, top, right, bottom = box
+    rows, row_weights = _linear_filter_taps(top, bottom, bands.shape[1], size)
+    columns, column_weights = _linear_filter_taps(left, right, bands.shape[2], size)
+    framed = np.einsum("cikw,ik->ciw", bands[:, rows, :], row_weights)
+    framed = np.einsum("cijk,jk->cij", framed[:, :, columns], column_weights)
+    return np.clip(framed, 0.0, 1.0).astype(np.float32)
+
+
+def _linear_filter_taps(start: float, stop: float, length: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel indices and weights, both (size, taps), that resample the pixels between `start` and
+    `stop` of an axis to `size` pixels as PIL's BILINEAR resize does: a triangle filter widened by
+    the reduction factor (antialiasing), cut to the axis and normalised to sum to 1."""
+    scale = (stop - start) / size
+    widening = max(scale, 1.0)
+    centres = start + (np.arange(size) + 0.5) * scale
+    first = np.clip(np.trunc(centres - widening + 0.5), 0, length).astype(np.int64)
+    last = np.clip(np.trunc(centres + widening + 0.5), 0, length)
+    pixels = first[:, None] + np.arange(2 * math.ceil(widening) + 1)
+    weights = np.clip(1.0 - np.abs((pixels - centres[:, None] + 0.5) / widening), 0.0, None) * (pixels < last[:, None])
+    total = weights.sum(axis=1, keepdims=True)
+    return np.minimum(pixels, length - 1), weights / np.where(total > 0, total, 1.0)
 
 
 def _read_fits(path: Path | str, preprocessing: Preprocessing, source: io.BytesIO | None = None,

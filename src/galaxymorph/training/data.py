@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from galaxymorph.preprocess.framing import central_segment
 from galaxymorph.preprocess.parallel import decode_in_batches
 
 CLASS_SCHEMES = ("binary", "gz1", "labels")
-DECODED_CACHE_VERSION = 6
+DECODED_CACHE_VERSION = 7
 """Bump when decoding changes, so that cached training sets are decoded again."""
 AUGMENTATION_MARGIN = 1.5
 """Training images are decoded this much wider than the model input, so rotations have no corners."""
@@ -88,7 +89,7 @@ def decode_catalog(catalog: LabelledCatalog, preprocessing: Preprocessing, *, wo
     images = np.concatenate(images)
     if use_cache:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".partial.npz")
+        partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial.npz")  # one per process: runs started together
         np.savez(partial, images=images, errors=np.array(errors))
         partial.replace(cached)
     return images, errors
