@@ -49,7 +49,6 @@ def test_the_galaxy_measures_the_same_when_the_image_is_turned(tmp_path):
         assert turned.radius_50 == pytest.approx(source.radius_50, abs=1e-9)
 
 
-
 def test_a_turned_full_size_sdss_cutout_gives_the_turned_model_input():
     """423 px (SDSS's cutout size, as a PNG, FITS or array holds it) is searched on a copy reduced
     4x, which cannot be centred on whole pixels; 8-bit and floating-point pixels alike."""
@@ -61,6 +60,7 @@ def test_a_turned_full_size_sdss_cutout_gives_the_turned_model_input():
         for turns in (1, 2, 3):
             turned = decode_array(np.ascontiguousarray(np.rot90(pixels, turns)), "turned").pixels
             np.testing.assert_allclose(np.rot90(turned, -turns, axes=(1, 2)), framed, atol=1e-5)
+
 
 def zoomed_out(image: np.ndarray, factor: int) -> np.ndarray:
     """The same galaxy in a frame `factor` times wider (a shrunk copy on sky of the same statistics)."""

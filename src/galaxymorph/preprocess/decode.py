@@ -173,14 +173,14 @@ def _frame_box(width: int, height: int, preprocessing: Preprocessing,
     while True:
         factor = max(1, side // FRAMING_WORK_SIZE)
         searched = side // factor * factor
-        left, top = (width - searched) / 2, (height - searched) / 2
-        source = find_central_source(_centred_search(reduced_intensity, left, top, searched, factor))
+        search_left, search_top = (width - searched) / 2, (height - searched) / 2
+        source = find_central_source(_centred_search(reduced_intensity, search_left, search_top, searched, factor))
         if not source.found:
             return fixed, False
         if factor == 1 or source.radius_50 * factor > side * SMALL_GALAXY:
             break
         side //= 2
-    x, y = left + (source.x + 0.5) * factor, top + (source.y + 0.5) * factor
+    x, y = search_left + (source.x + 0.5) * factor, search_top + (source.y + 0.5) * factor
     crop = float(np.clip(2 * source.radius_50 * factor / preprocessing.frame_fill, MIN_IMAGE_SIZE, min(width, height)))
     left, top = float(np.clip(x - crop / 2, 0, width - crop)), float(np.clip(y - crop / 2, 0, height - crop))
     return (left, top, left + crop, top + crop), True
