@@ -68,6 +68,19 @@ def test_train_and_evaluate_from_the_command_line(tmp_path, synthetic_catalog):
     assert "accuracy" in result.output and (tmp_path / "eval" / "metrics.json").is_file()
 
 
+def test_train_sets_the_input_size_where_the_architecture_allows(tmp_path, synthetic_catalog, galaxy_jpeg):
+    checkpoint = tmp_path / "small.pt"
+    options = ["--epochs", "1", "--max-rows", "60", "--workers", "0", "--batch-size", "16", "--image-size", "48"]
+    result = runner.invoke(app, ["train", str(synthetic_catalog), "-o", str(checkpoint), *options])
+    assert result.exit_code == 0, result.output
+    assert json.loads(checkpoint.with_suffix(".json").read_text())["preprocessing"]["image_size"] == 48
+    result = runner.invoke(app, ["classify", str(galaxy_jpeg), "--model", str(checkpoint), "-o", str(tmp_path / "m.csv"),
+                                 "--workers", "0", "--no-progress"])
+    assert result.exit_code == 0 and not pyarrow.csv.read_csv(tmp_path / "m.csv").to_pylist()[0]["error"]
+    result = runner.invoke(app, ["train", str(synthetic_catalog), "-o", str(tmp_path / "seed.pt"), "--arch", "seed", *options])
+    assert result.exit_code == 2 and "seed takes 64 px inputs, not 48 px" in result.output
+
+
 def test_train_reports_a_bad_catalog(tmp_path):
     (tmp_path / "labels.csv").write_text("file\na.png\n")
     result = runner.invoke(app, ["train", str(tmp_path / "labels.csv"), "-o", str(tmp_path / "m.pt")])

@@ -314,6 +314,7 @@ def train(
     survey_augment: Annotated[bool, typer.Option(help="With --augment: blur, colour stretch, noise and JPEG changes.")] = True,
     framing: Annotated[bool, typer.Option(help="Crop around the central galaxy so that it spans --frame-fill of the input.")] = True,
     frame_fill: Annotated[float, typer.Option(help="With --framing: twice the half-light radius as a fraction of the input side.")] = Preprocessing().frame_fill,
+    image_size: Annotated[int, typer.Option(help="Side of the model input in px.")] = Preprocessing().image_size,
     evidence_penalty: Annotated[float, typer.Option(help="Weight of a loss on the share of the labelled class's activation map outside the central galaxy (0: off; galaxynet only).")] = 0.0,
 ) -> None:
     """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
@@ -322,7 +323,8 @@ def train(
     _run_training(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed, split_seed=split_seed, max_rows=max_rows,
                   workers=workers, augment=augment, survey_augmentation=SurveyAugmentation() if survey_augment else None,
-                  preprocessing=Preprocessing(framing=framing, frame_fill=frame_fill), evidence_penalty=evidence_penalty)
+                  preprocessing=Preprocessing(image_size=image_size, framing=framing, frame_fill=frame_fill),
+                  evidence_penalty=evidence_penalty)
 
 
 def _run_training(*, workers: int | None, **settings) -> None:

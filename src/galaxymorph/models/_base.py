@@ -16,6 +16,9 @@ class GalaxyClassifier(nn.Module):
     convolutional block, for explanations) and `forward_head` (for fine-tuning).
     """
 
+    input_size: int | None = None
+    """The one input side in px the architecture takes, or None where any size works."""
+
     def __init__(self, classes: Sequence[str]) -> None:
         super().__init__()
         if len(classes) < 2:

@@ -23,14 +23,16 @@ from galaxymorph.models.registry import register_model
 class SeedCNN(GalaxyClassifier):
     """Two convolution blocks and a dense decision layer, with the design's layer names."""
 
-    def __init__(self, classes: Sequence[str] = BINARY_CLASSES, image_size: int = IMAGE_SIZE) -> None:
+    input_size = IMAGE_SIZE
+
+    def __init__(self, classes: Sequence[str] = BINARY_CLASSES) -> None:
         super().__init__(classes)
         self.Conv1_Edges = nn.Conv2d(CHANNELS, 32, kernel_size=3)
         self.Pool1 = nn.MaxPool2d(2)
         self.Conv2_Shapes = nn.Conv2d(32, 64, kernel_size=3)
         self.Pool2 = nn.MaxPool2d(2)
         self.Flatten = nn.Flatten()
-        side = ((image_size - 2) // 2 - 2) // 2
+        side = ((self.input_size - 2) // 2 - 2) // 2
         self.Dense_Decision = nn.Linear(64 * side * side, 64)
         self.Output_Probability = nn.Linear(64, self.num_outputs)
 

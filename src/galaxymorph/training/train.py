@@ -238,6 +238,8 @@ def train(config: TrainConfig) -> Path:
     split = stratified_split(catalog.labels, config.split_fractions, split_seed)
     classes, targets = choose_classes(catalog.labels, config.classes)
     model, architecture, preprocessing = start_model(config, classes)
+    if model.input_size not in (None, preprocessing.image_size):
+        raise ModelError(f"{architecture} takes {model.input_size} px inputs, not {preprocessing.image_size} px")
     if config.evidence_penalty and not hasattr(model, "class_activation_maps"):
         raise ModelError(f"the evidence penalty needs a model with class-activation maps (galaxynet); {architecture} has none")
     images, errors = decode_catalog(catalog, training_preprocessing(preprocessing),
