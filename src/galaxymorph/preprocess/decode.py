@@ -202,9 +202,11 @@ def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
     Resampling in floating point (one rounding, none between the horizontal and vertical passes)
     keeps the framing exactly equivariant under 90-degree rotations and mirror flips.
     """
+    intensity = image.convert("L")
+
     def reduced_intensity(window: tuple[int, int, int], factor: int) -> np.ndarray:
         left, top, side = window
-        grey = image.crop((left, top, left + side, top + side)).convert("L")
+        grey = intensity.crop((left, top, left + side, top + side))
         return np.asarray(grey.reduce(factor) if factor > 1 else grey, dtype=np.float32) / 255.0
 
     (left, top, right, bottom), found = _frame_box(image.width, image.height, preprocessing, reduced_intensity)
