@@ -22,6 +22,8 @@ def test_spiral_probability_from_fine_classes_is_conditional_on_disk_or_elliptic
     probabilities = np.array([[0.2, 0.1, 0.1, 0.2, 0.3, 0.1]])
     assert spiral_probability(probabilities, GZ1_CLASSES)[0] == pytest.approx(0.4 / 0.6)
     assert spiral_probability(np.array([[0.3, 0.7]]), BINARY_CLASSES)[0] == pytest.approx(0.7)
+    neither = np.array([[0.0, 0.0, 0.0, 0.0, 0.6, 0.4], [np.nan] * 6])  # all merger / don't know; unclassified
+    assert spiral_probability(neither, GZ1_CLASSES)[0] == 0.5 and np.isnan(spiral_probability(neither, GZ1_CLASSES)[1])
     assert not has_spiral_semantics(("ring", "no_ring"))
 
 

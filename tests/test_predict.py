@@ -1,3 +1,4 @@
+import math
 import os
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def test_classify_a_mixed_folder(mixed_folder, tmp_path, suffix, workers, traine
     assert "file is empty" in by_id["empty"]["error"] and "not a readable image" in by_id["notes"]["error"]
     assert "truncated" in by_id["truncated"]["error"] and "4x4 px" in by_id["tiny"]["error"]
     assert "file not found" in by_id["missing"]["error"]
+    assert all(row["p_spiral"] is None or math.isnan(row["p_spiral"]) for row in rows if row["error"])
     good = [row for row in rows if not row["error"]]
     assert len(good) == 6
     assert all(0.0 <= row["p_spiral"] <= 1.0 and row["label"] in ("elliptical", "spiral") for row in good)

@@ -51,8 +51,10 @@ def has_spiral_semantics(classes: Sequence[str]) -> bool:
 
 
 def spiral_probability(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
-    """p_spiral from class probabilities (..., K): P(disk) / (P(disk) + P(elliptical))."""
+    """p_spiral from class probabilities (..., K): P(disk) / (P(disk) + P(elliptical)); 0.5 where
+    both are 0, NaN where the probabilities are (an image that could not be classified)."""
     disk = probabilities[..., [i for i, c in enumerate(classes) if c in DISK_CLASSES]].sum(axis=-1)
     elliptical = probabilities[..., [i for i, c in enumerate(classes) if c in ELLIPTICAL_CLASSES]].sum(axis=-1)
     total = disk + elliptical
-    return np.divide(disk, total, out=np.full_like(disk, 0.5), where=total > 0)
+    undefined = np.where(np.isnan(total), np.nan, 0.5).astype(disk.dtype)
+    return np.divide(disk, total, out=undefined, where=total > 0)
