@@ -34,6 +34,7 @@ def test_id_defaults_to_the_file_stem(tmp_path):
 
 @pytest.mark.parametrize(("content", "message"), [
     ("id,path\n1,a.jpeg\n", r"needs a column named 'file' or 'file_loc'; it has id, path"),
+    ("name,RA,Dec\nNGC1300,49.92,-19.41\n", r"has sky positions \(ra, dec\) but no image files; .*classify --fetch"),
     ("", "cannot be read|has no rows"),
     ("id,file\n1,a.jpeg,extra\n", "cannot be read.*Expected 2 columns"),
 ])

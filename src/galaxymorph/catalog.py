@@ -96,6 +96,9 @@ def iter_catalog_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:
     path = Path(path)
     for batch in iter_catalog_batches(path):
         names = batch.schema.names
+        if not set(FILE_COLUMNS) & set(names) and {"ra", "dec"} <= {name.lower() for name in names}:
+            raise CatalogError(f"catalog {path}: has sky positions (ra, dec) but no image files; fetch their "
+                               "cutouts with `galaxymorph classify --fetch` or `galaxymorph fetch`")
         file_column = find_column(names, FILE_COLUMNS, path=path)
         id_column = find_column(names, ID_COLUMNS, path=path, required=False)
         for columns in batch.to_pylist():
