@@ -42,7 +42,7 @@ def test_seed_outputs_a_spiral_probability_between_0_and_1():
     assert torch.allclose(probabilities.sum(1), torch.ones(5))
 
 
-@pytest.mark.parametrize("name", ["galaxynet", "galaxynet_wide"])
+@pytest.mark.parametrize("name", ["galaxynet", "galaxynet_wide", "galaxynet_xl"])
 def test_galaxynet_features_and_head(name):
     model = create_model(name).eval()
     assert model.classes == GZ1_CLASSES

@@ -72,3 +72,9 @@ def galaxynet(*, classes: Sequence[str] = GZ1_CLASSES, **kwargs) -> GalaxyNet:
 def galaxynet_wide(*, classes: Sequence[str] = GZ1_CLASSES, **kwargs) -> GalaxyNet:
     """GalaxyNet, width 48: more capacity at about twice the cost."""
     return GalaxyNet(classes, width=48, **kwargs)
+
+
+@register_model
+def galaxynet_xl(*, classes: Sequence[str] = GZ1_CLASSES, **kwargs) -> GalaxyNet:
+    """GalaxyNet, width 64: about 1.8x the cost of galaxynet_wide."""
+    return GalaxyNet(classes, width=64, **kwargs)
