@@ -420,13 +420,14 @@ def quantize(
 ) -> None:
     """Make an int8 ONNX graph of a checkpoint for fast CPU inference, checked on the validation split."""
     from galaxymorph.errors import GalaxyMorphError
+    from galaxymorph.models.checkpoint import int8_graph_path
     from galaxymorph.quantization import quantize_checkpoint
 
     try:
         result = quantize_checkpoint(checkpoint, labels, images=images, workers=_workers(workers))
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
-    typer.echo(f"{result['graph']} written from {result['calibration_images']} training images; on {result['galaxies']} "
+    typer.echo(f"{int8_graph_path(checkpoint).name} written from {result['calibration_images']} training images; on {result['galaxies']} "
                f"validation galaxies its probabilities differ from float32 by {result['mean_abs_difference']:.4f} on average "
                f"({result['max_abs_difference']:.4f} at most), same class for {result['same_class']:.1%}")
 

@@ -74,7 +74,7 @@ def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike
     exact, _ = Classifier(loaded, backend="onnx").probabilities(validation)
     quantized, _ = Classifier(replace(loaded, int8_graph=path), backend="onnx-int8").probabilities(validation)
     difference = np.abs(quantized - exact)
-    result = {"graph": path.name, "calibration_images": int(len(calibration)), "split": "val", "galaxies": int(len(validation)),
+    result = {"calibration_images": int(len(calibration)), "split": "val", "galaxies": int(len(validation)),
               "max_abs_difference": float(difference.max()), "mean_abs_difference": float(difference.mean()),
               "same_class": float((quantized.argmax(axis=1) == exact.argmax(axis=1)).mean())}
     record_in_metadata(checkpoint, "int8", result)
