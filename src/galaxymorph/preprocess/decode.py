@@ -202,7 +202,7 @@ def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
     Resampling in floating point (one rounding, none between the horizontal and vertical passes)
     keeps the framing exactly equivariant under 90-degree rotations and mirror flips.
     """
-    intensity = image.convert("L")
+    intensity = image.convert("L") if preprocessing.framing else None  # searched only when framing
 
     def reduced_intensity(window: tuple[int, int, int], factor: int) -> np.ndarray:
         left, top, side = window
