@@ -2,10 +2,10 @@
 peak memory by job size.
 
 Usage: python benchmarks/pipeline.py [--images 5000] [--model NAME] [--backend auto|onnx|onnx-int8|cuda|torch] [--batch-size 128]
-                                     [--workers N] [--repeats 3] [--tta] [--memory-sizes 10000 200000]
+                                     [--workers N] [--repeats 3] [--tta] [--memory-sizes 10000 200000] [--sources FOLDER]
 
-Throughput runs on 423 px SDSS JPEGs (the gz1-sdss files, linked into a temporary folder as many
-times as needed) when ../shared/data/gz1-sdss is present, else on generated 423 px galaxies; decode
+Throughput runs on 423 px SDSS JPEGs (the gz1-sdss files, or the JPEGs in `--sources`, linked into a
+temporary folder as many times as needed) when ../shared/data/gz1-sdss is present, else on generated 423 px galaxies; decode
 alone and classify read the same files with the same decoder, framing and process count, and
 classify writes a Parquet dataset folder as a survey run would; the two run in turn `--repeats`
 times and their medians are compared, since the load of a shared machine drifts from run to run
@@ -63,10 +63,13 @@ from galaxymorph.sources import iter_inputs
 job, folder, workers, batch_size = {job!r}, Path({str(folder)!r}), {args.workers}, {args.batch_size}
 loaded = load_model({args.model!r})
 preprocessing = replace(loaded.preprocessing, framing=False) if job == "decode_fixed_crop" else loaded.preprocessing
-started = time.perf_counter()
+started, failed = time.perf_counter(), 0
 if job.startswith("decode"):
-    count = sum(len(batch.items) for batch in decode_in_batches(
-        iter_inputs([folder]), preprocessing, file_of=lambda row: row.file, batch_size=batch_size, workers=workers))
+    count = 0
+    for batch in decode_in_batches(iter_inputs([folder]), preprocessing, file_of=lambda row: row.file,
+                                   batch_size=batch_size, workers=workers):
+        count += len(batch.items)
+        failed += sum(1 for error in batch.errors if error)
 elif job == "model":
     classifier = Classifier(loaded, backend={args.backend!r})
     images = np.random.default_rng(0).random((batch_size, 3, 64, 64), dtype=np.float32)
@@ -92,9 +95,10 @@ elif job == "rows":  # the main process's own work per row: output rows and Parq
 else:
     options = PredictOptions(workers=workers, batch_size=batch_size, backend={args.backend!r}, tta={tta!r})
     output = folder.parent / f"out-{{time.time_ns()}}"
-    count = classify([folder], output, model=loaded, options=options).rows
+    summary = classify([folder], output, model=loaded, options=options)
+    count, failed = summary.rows, summary.failed
 seconds = time.perf_counter() - started
-print(json.dumps({{"images": count, "seconds": seconds,
+print(json.dumps({{"images": count, "failed": failed, "seconds": seconds,
                   "output_bytes": sum(f.stat().st_size for f in output.iterdir()) if job == "classify" else 0,
                   "backend": Classifier(loaded, backend={args.backend!r}).backend if job == "classify" else "",
                   "peak_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -102,6 +106,9 @@ print(json.dumps({{"images": count, "seconds": seconds,
 """
     output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     result = json.loads(output.strip().splitlines()[-1])
+    if result["failed"]:
+        raise SystemExit(f"{job}: {result['failed']} of {result['images']} images in {folder} failed to decode; "
+                         "a rate over failed images would mean nothing")
     result["images_per_s"] = result["images"] / result["seconds"]
     return result
 
@@ -128,13 +135,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="decode/classify pairs to take the medians of")
     parser.add_argument("--tta", action="store_true", help="also time classify with test-time augmentation")
     parser.add_argument("--memory-sizes", type=int, nargs=2, default=[10_000, 200_000], help="job sizes for peak memory")
+    parser.add_argument("--sources", type=Path, default=GZ1_IMAGES, help="folder of 423 px JPEGs for the throughput runs")
     args = parser.parse_args()
 
     print(f"# pipeline, {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         generated = generated_jpegs(scratch / "generated")
-        sources = sorted(GZ1_IMAGES.glob("*.jpeg")) if GZ1_IMAGES.is_dir() else generated
+        sources = sorted(args.sources.resolve().glob("*.jpeg")) if args.sources.is_dir() else generated
         folder = link_folder(scratch / "throughput", sources, args.images)
         pairs = [(run_job("decode", folder, args), run_job("classify", folder, args)) for _ in range(args.repeats)]
         decode = median_run([d for d, _ in pairs])
@@ -142,7 +150,7 @@ def main() -> None:
         model = run_job("model", folder, args)
         ratio = classify["images_per_s"] / decode["images_per_s"]
         pair_ratios = [c["images_per_s"] / d["images_per_s"] for d, c in pairs]
-        print(f"{args.images} 423 px JPEGs ({'gz1-sdss' if sources is not generated else 'generated'}), "
+        print(f"{args.images} 423 px JPEGs ({f'{len(sources)} files of {args.sources}' if sources is not generated else 'generated'}), "
               f"{args.workers} decoding processes, batches of {args.batch_size}, model {args.model}, back-end {classify['backend']}; "
               f"decode and classify alternated {args.repeats} times, medians")
         print(f"decode alone : {decode['images_per_s']:8.0f} images/s")
