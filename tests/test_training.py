@@ -98,6 +98,22 @@ def test_evidence_penalty_moves_the_class_evidence_onto_the_galaxy(trained_check
     assert _share_inside_galaxy(penalised, synthetic_catalog) > _share_inside_galaxy(trained_checkpoint, synthetic_catalog) + 0.1
 
 
+def test_weight_averaging_keeps_a_moving_average_of_the_weights(trained_checkpoint, synthetic_catalog, tmp_path):
+    """The fixture's run with a moving average of its weights keeps other weights, which learn as well."""
+    import torch
+
+    from galaxymorph.training import TrainConfig, train
+
+    averaged = train(TrainConfig(labels=synthetic_catalog, output=tmp_path / "averaged.pt", architecture="galaxynet",
+                                 epochs=6, batch_size=32, workers=0, progress=False, use_cache=False,
+                                 weight_averaging=0.9))
+    assert json.loads(averaged.with_suffix(".json").read_text())["training"]["weight_averaging"] == 0.9
+    raw, kept = torch.load(trained_checkpoint, weights_only=True), torch.load(averaged, weights_only=True)
+    assert raw.keys() == kept.keys() and not all(torch.equal(raw[key], kept[key]) for key in raw)
+    metrics = evaluate(synthetic_catalog, tmp_path / "report", model=averaged, split="test")
+    assert metrics["spiral_vs_elliptical"]["accuracy"] > 0.9
+
+
 def test_evidence_penalty_needs_class_activation_maps(synthetic_catalog, tmp_path):
     from galaxymorph.training import TrainConfig, train
 

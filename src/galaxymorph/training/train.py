@@ -50,6 +50,9 @@ class TrainConfig:
     evidence_penalty: float = 0.0
     """Weight of `evidence_outside_galaxy` in the loss (0: off): the share of the labelled class's
     activation map that lies outside the central galaxy."""
+    weight_averaging: float = 0.0
+    """Decay of an exponential moving average of the weights, updated every step; the average is
+    what each epoch evaluates and what the checkpoint keeps (0: off, the raw weights)."""
     seed: int = SPLIT_SEED
     split_seed: int | None = None
     """Seed of the train/val/test split (None: `seed`); members of an ensemble share one split."""
@@ -270,6 +273,11 @@ def train(config: TrainConfig) -> Path:
                                          preprocessing.image_size)
                              for i in range(0, len(recalibration_rows), config.batch_size)]
 
+    averaged = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.weight_averaging))
+        if config.weight_averaging else None)
+    evaluated = model if averaged is None else averaged.module
+
     history, best, best_state, step = [], None, None, 0
     for epoch in range(1, config.epochs + 1):
         frozen = frozen_blocks(model, epoch, config)
@@ -305,16 +313,18 @@ def train(config: TrainConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             step += 1
-        recalibrate_batch_norm(model, recalibration_batches, frozen)
-        metrics = estimate_metrics(model, val_images, val_targets, output_size=preprocessing.image_size,
+        recalibrate_batch_norm(evaluated, recalibration_batches, frozen_blocks(evaluated, epoch, config))
+        metrics = estimate_metrics(evaluated, val_images, val_targets, output_size=preprocessing.image_size,
                                    batch_size=config.batch_size)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - started,
                   **({"train_evidence_outside": float(np.mean(outside))} if outside else {}),
                   **{f"val_{k}": v for k, v in metrics.items()}}
         history.append(record)
         if best is None or selection_score(metrics) > selection_score(best):
-            best, best_state = dict(metrics, epoch=epoch), copy.deepcopy(model.state_dict())
+            best, best_state = dict(metrics, epoch=epoch), copy.deepcopy(evaluated.state_dict())
         if config.progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "val_spiral_n"))
             tqdm.write(f"epoch {epoch}/{config.epochs}: {shown}")
@@ -334,7 +344,7 @@ def train(config: TrainConfig) -> Path:
             "class_weight_power": config.class_weight_power, "class_weights": weights.tolist(),
             "class_weight_prior_removed": True, "augment": config.augment, "zoom_range": list(ZOOM_RANGE),
             "survey_augmentation": config.survey_augmentation.to_dict() if config.survey_augmentation else None,
-            "evidence_penalty": config.evidence_penalty,
+            "evidence_penalty": config.evidence_penalty, "weight_averaging": config.weight_averaging,
             "init_from": config.init_from,
             "freeze_epochs": config.freeze_epochs, "unfrozen_blocks": config.unfrozen_blocks,
             "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay",
