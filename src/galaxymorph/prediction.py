@@ -76,7 +76,7 @@ class Classifier:
             self._session = _onnx_session(graph, threads)
         elif self.backend == "cuda":
             self._gpu_model, self._staging = _cuda_model(loaded), None
-        elif threads:
+        if threads and self.backend in ("cuda", "torch"):  # cuda: the host-side copies of each batch
             import torch
 
             torch.set_num_threads(threads)
