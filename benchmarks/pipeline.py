@@ -4,8 +4,8 @@ peak memory by job size.
 Usage: python benchmarks/pipeline.py [--images 5000] [--model NAME] [--backend auto|onnx|onnx-int8|cuda|torch] [--batch-size 128]
                                      [--workers N] [--repeats 3] [--tta] [--memory-sizes 10000 200000] [--sources FOLDER]
 
-Throughput runs on 423 px SDSS JPEGs (the gz1-sdss files, or the JPEGs in `--sources`, linked into a
-temporary folder as many times as needed) when ../shared/data/gz1-sdss is present, else on generated 423 px galaxies; decode
+Throughput runs on 423 px SDSS JPEGs, the gz1-sdss files or the `--sources` folder's, linked into a
+temporary folder as many times as needed (generated 423 px galaxies when that folder is absent); decode
 alone and classify read the same files with the same decoder, framing and process count, and
 classify writes a Parquet dataset folder as a survey run would; the two run in turn `--repeats`
 times and their medians are compared, since the load of a shared machine drifts from run to run
@@ -143,6 +143,8 @@ def main() -> None:
         scratch = Path(scratch)
         generated = generated_jpegs(scratch / "generated")
         sources = sorted(args.sources.resolve().glob("*.jpeg")) if args.sources.is_dir() else generated
+        if not sources:
+            raise SystemExit(f"no .jpeg files in {args.sources}")
         folder = link_folder(scratch / "throughput", sources, args.images)
         pairs = [(run_job("decode", folder, args), run_job("classify", folder, args)) for _ in range(args.repeats)]
         decode = median_run([d for d, _ in pairs])
