@@ -59,9 +59,11 @@ def test_demo_runs_on_embedded_examples(tmp_path):
 def test_train_and_evaluate_from_the_command_line(tmp_path, synthetic_catalog):
     checkpoint = tmp_path / "tiny.pt"
     result = runner.invoke(app, ["train", str(synthetic_catalog), "-o", str(checkpoint), "--arch", "seed",
-                                 "--epochs", "1", "--max-rows", "60", "--workers", "0", "--batch-size", "16"])
+                                 "--epochs", "1", "--max-rows", "60", "--workers", "0", "--batch-size", "16",
+                                 "--class-weight-power", "0"])
     assert result.exit_code == 0, result.output
-    assert json.loads(checkpoint.with_suffix(".json").read_text())["architecture"] == "seed"
+    metadata = json.loads(checkpoint.with_suffix(".json").read_text())
+    assert metadata["architecture"] == "seed" and metadata["training"]["class_weights"] == [1.0, 1.0]
     result = runner.invoke(app, ["evaluate", str(synthetic_catalog), "--model", str(checkpoint), "--split", "val",
                                  "-o", str(tmp_path / "eval"), "--workers", "0"])
     assert result.exit_code == 0, result.output

@@ -316,6 +316,7 @@ def train(
     frame_fill: Annotated[float, typer.Option(help="With --framing: twice the half-light radius as a fraction of the input side.")] = Preprocessing().frame_fill,
     image_size: Annotated[int, typer.Option(help="Side of the model input in px.")] = Preprocessing().image_size,
     evidence_penalty: Annotated[float, typer.Option(help="Weight of a loss on the share of the labelled class's activation map outside the central galaxy (0: off; galaxynet only).")] = 0.0,
+    class_weight_power: Annotated[float, typer.Option(help="Loss weight of each class: its count to the power minus this (0: unweighted); the weights' prior is taken out of the output after training.")] = 0.5,
     weight_averaging: Annotated[float, typer.Option(help="Keep an exponential moving average of the weights with this decay per step, and evaluate and save it (0: off; 0.998 averages over about the last 500 steps).")] = 0.0,
 ) -> None:
     """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
@@ -325,7 +326,8 @@ def train(
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed, split_seed=split_seed, max_rows=max_rows,
                   workers=workers, augment=augment, survey_augmentation=SurveyAugmentation() if survey_augment else None,
                   preprocessing=Preprocessing(image_size=image_size, framing=framing, frame_fill=frame_fill),
-                  evidence_penalty=evidence_penalty, weight_averaging=weight_averaging)
+                  evidence_penalty=evidence_penalty, class_weight_power=class_weight_power,
+                  weight_averaging=weight_averaging)
 
 
 def _run_training(*, workers: int | None, **settings) -> None:
