@@ -109,7 +109,7 @@ def test_cli_combines_calibrates_and_classifies_with_the_spread(members, synthet
 def test_fine_tuning_from_an_ensemble_starts_from_its_first_member(members, synthetic_catalog, tmp_path):
     ensemble = combine_checkpoints(members, tmp_path / "ensemble.pt")
     config = TrainConfig(labels=synthetic_catalog, output=tmp_path / "tuned.pt", classes="labels", init_from=str(ensemble))
-    model, _, _ = start_model(config, ("ring", "no_ring"))
+    model, _, _, _ = start_model(config, ("ring", "no_ring"))
     first = load_checkpoint(members[0]).model
     for block, first_block in zip(model.feature_blocks(), first.feature_blocks()):
         for value, first_value in zip(block.state_dict().values(), first_block.state_dict().values()):

@@ -53,3 +53,23 @@ def test_a_fine_tuned_model_on_a_new_question_is_evaluated_on_its_own_classes(tr
     assert "spiral_vs_elliptical" not in metrics
     assert metrics["classes"]["labels"] == ["blue", "red"] and metrics["classes"]["accuracy"] > 0.8
     assert (tmp_path / "evaluation" / "confusion.png").is_file()
+
+
+def test_training_on_from_a_model_with_the_same_classes_keeps_its_output_layer(trained_checkpoint, synthetic_catalog, tmp_path):
+    from typer.testing import CliRunner
+
+    from galaxymorph.cli import app
+
+    lines = synthetic_catalog.read_text().splitlines()
+    spirals = [line for line in lines[1:] if line.endswith(",spiral")]
+    imbalanced = synthetic_catalog.parent / "few-spirals.csv"  # unequal class weights: their prior must cancel out
+    imbalanced.write_text("\n".join([lines[0], *[line for line in lines[1:] if line not in spirals[::2]]]) + "\n")
+    output = tmp_path / "more.pt"
+    result = CliRunner().invoke(app, ["train", str(imbalanced), "--from", str(trained_checkpoint), "-o", str(output),
+                                      "--epochs", "1", "--lr", "1e-12", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    pretrained, more = load_checkpoint(trained_checkpoint), load_checkpoint(output)
+    assert more.metadata["training"]["class_weights"][0] != more.metadata["training"]["class_weights"][1]
+    for value, pretrained_value in zip(more.model.output_layer().state_dict().values(),
+                                       pretrained.model.output_layer().state_dict().values()):
+        torch.testing.assert_close(value, pretrained_value, atol=1e-6, rtol=0)

@@ -61,8 +61,8 @@ class TrainConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     init_from: str | None = None
-    """Fine-tuning: a pretrained model (bundled name or checkpoint) whose architecture, preprocessing
-    and weights (all but the output layer) the new model starts from."""
+    """A trained model (bundled name or checkpoint) whose architecture, preprocessing and weights the
+    new model starts from (its output layer too when the classes are the same)."""
     freeze_epochs: int = 0
     """Fine-tuning: epochs that train the new output layer alone, before unfreezing."""
     unfrozen_blocks: int | None = None
@@ -179,22 +179,24 @@ def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor],
     model.eval()
 
 
-def start_model(config: TrainConfig, classes: tuple[str, ...]) -> tuple[GalaxyClassifier, str, Preprocessing]:
-    """A new model, or for fine-tuning a pretrained one with a new output layer for `classes` (from
-    an ensemble, its first member)."""
+def start_model(config: TrainConfig, classes: tuple[str, ...]) -> tuple[GalaxyClassifier, str, Preprocessing, bool]:
+    """A new model, or one that starts from a trained model's weights (from an ensemble, its first
+    member): all of them when it has the same `classes` (training goes on), all but the output
+    layer otherwise (fine-tuning to a new label set). Last: whether a trained output layer was kept."""
     if config.init_from is None:
-        return create_model(config.architecture, classes=classes), config.architecture, config.preprocessing
+        return create_model(config.architecture, classes=classes), config.architecture, config.preprocessing, False
     pretrained = load_model(config.init_from)
     architecture = pretrained.metadata["architecture"]
     pretrained_model = pretrained.model.members[0] if isinstance(pretrained.model, GalaxyEnsemble) else pretrained.model
     model = create_model(architecture, classes=classes)
     head = next(name for name, module in model.named_modules() if module is model.output_layer())
-    head_keys = {f"{head}.{key}" for key in model.output_layer().state_dict()}
-    backbone = {key: value for key, value in pretrained_model.state_dict().items() if key not in head_keys}
-    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    head_keys = set() if tuple(pretrained_model.classes) == classes else {
+        f"{head}.{key}" for key in model.output_layer().state_dict()}
+    kept = {key: value for key, value in pretrained_model.state_dict().items() if key not in head_keys}
+    missing, unexpected = model.load_state_dict(kept, strict=False)
     if unexpected or set(missing) != head_keys:
         raise ModelError(f"weights of {config.init_from} do not fit {architecture}: missing {missing}, unexpected {unexpected}")
-    return model, architecture, pretrained.preprocessing
+    return model, architecture, pretrained.preprocessing, not head_keys
 
 
 @torch.no_grad()
@@ -240,7 +242,7 @@ def train(config: TrainConfig) -> Path:
         catalog = catalog.subset(sorted(keep.tolist()))
     split = stratified_split(catalog.labels, config.split_fractions, split_seed)
     classes, targets = choose_classes(catalog.labels, config.classes)
-    model, architecture, preprocessing = start_model(config, classes)
+    model, architecture, preprocessing, kept_output_layer = start_model(config, classes)
     if model.input_size not in (None, preprocessing.image_size):
         raise ModelError(f"{architecture} takes {model.input_size} px inputs, not {preprocessing.image_size} px")
     if config.evidence_penalty and not hasattr(model, "class_activation_maps"):
@@ -263,6 +265,8 @@ def train(config: TrainConfig) -> Path:
     # Optimiser.
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     weights = class_weights(target_array[train_rows], len(classes), config.class_weight_power)
+    if kept_output_layer:  # the trained output follows the true class frequencies: weight it as training would
+        remove_class_weight_prior(model, 1 / weights)
     permutation = mirror_permutation(classes)
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
