@@ -5,11 +5,14 @@ Usage: python benchmarks/accuracy.py [--split test] [--labels ../shared/data/gz1
 
 The test split is the one saved in the bundled checkpoints (never used for training or selection);
 run it once for the final figures and use --split val for anything that informs a choice.
+A second table compares each model with the first on the same galaxies: the accuracy's 95% interval
+and the galaxies that only one of the two gets right, with the exact McNemar p-value of that split.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import platform
 import tempfile
@@ -17,9 +20,29 @@ import time
 from pathlib import Path
 
 from galaxymorph.evaluation import evaluate
+from galaxymorph.labels import binary_label
+from galaxymorph.metrics import mcnemar_p_value
 from galaxymorph.prediction import BACKENDS, PredictOptions
 
 DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz1-sdss" / "labels.csv"
+
+
+def right_by_galaxy(evaluation: Path) -> dict[str, bool]:
+    """Whether p_spiral picks the right side, for each spiral or elliptical galaxy of an evaluation."""
+    with open(evaluation / "predictions.csv", newline="") as handle:
+        return {row["id"]: (float(row["p_spiral"]) >= 0.5) == (binary_label(row["true_label"]) == "spiral")
+                for row in csv.DictReader(handle) if not row["error"] and binary_label(row["true_label"])}
+
+
+def paired_table(names: list[str], rights: list[dict[str, bool]], intervals: list[tuple[float, float]]) -> None:
+    """Each model against the first, on the galaxies both classified."""
+    print(f"\n| model | accuracy 95% interval | right only for {names[0]} | right only for this model | McNemar p |")
+    print("|---|---|---|---|---|")
+    for name, right, (low, high) in zip(names, rights, intervals):
+        shared = rights[0].keys() & right.keys()
+        only_first = sum(rights[0][i] and not right[i] for i in shared)
+        only_this = sum(right[i] and not rights[0][i] for i in shared)
+        print(f"| {name} | {low:.3f}-{high:.3f} | {only_first} | {only_this} | {mcnemar_p_value(only_first, only_this):.3f} |")
 
 
 def main() -> None:
@@ -36,9 +59,11 @@ def main() -> None:
     print("| model | galaxies | accuracy | ROC AUC | ECE | log loss | elliptical P/R | spiral P/R | GZ1-class accuracy "
           "| confident share / accuracy | p_spiral_std ranks errors (AUC) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    names, rights, intervals = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
-        for name, tta in [(name, tta) for name in args.models for tta in ([False, True] if args.tta else [False])]:
-            metrics = evaluate(args.labels, Path(scratch) / f"{name}-{tta}", model=name, split=args.split,
+        for index, (name, tta) in enumerate((name, tta) for name in args.models for tta in ([False, True] if args.tta else [False])):
+            evaluation = Path(scratch) / str(index)
+            metrics = evaluate(args.labels, evaluation, model=name, split=args.split,
                                options=PredictOptions(workers=os.cpu_count() or 1, tta=tta, backend=args.backend))
             binary = metrics["spiral_vs_elliptical"]
             per_class = binary["per_class"]
@@ -51,6 +76,10 @@ def main() -> None:
                   f"| {'-' if fine is None else f'{fine:.4f}'} "
                   f"| {binary['confident_share']:.3f} / {binary['confident_accuracy']:.4f} "
                   f"| {ranking} |")
+            names.append(f"{name}{' + TTA' if tta else ''}")
+            rights.append(right_by_galaxy(evaluation))
+            intervals.append(binary["accuracy_95"])
+    paired_table(names, rights, intervals)
 
 
 if __name__ == "__main__":

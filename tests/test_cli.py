@@ -60,14 +60,17 @@ def test_train_and_evaluate_from_the_command_line(tmp_path, synthetic_catalog):
     checkpoint = tmp_path / "tiny.pt"
     result = runner.invoke(app, ["train", str(synthetic_catalog), "-o", str(checkpoint), "--arch", "seed",
                                  "--epochs", "1", "--max-rows", "60", "--workers", "0", "--batch-size", "16",
-                                 "--class-weight-power", "0"])
+                                 "--class-weight-power", "0", "--label-smoothing", "0.1"])
     assert result.exit_code == 0, result.output
     metadata = json.loads(checkpoint.with_suffix(".json").read_text())
     assert metadata["architecture"] == "seed" and metadata["training"]["class_weights"] == [1.0, 1.0]
+    assert metadata["training"]["label_smoothing"] == 0.1
     result = runner.invoke(app, ["evaluate", str(synthetic_catalog), "--model", str(checkpoint), "--split", "val",
                                  "-o", str(tmp_path / "eval"), "--workers", "0"])
     assert result.exit_code == 0, result.output
-    assert "accuracy" in result.output and (tmp_path / "eval" / "metrics.json").is_file()
+    assert "accuracy" in result.output and "95% interval" in result.output
+    binary = json.loads((tmp_path / "eval" / "metrics.json").read_text())["spiral_vs_elliptical"]
+    assert binary["accuracy_95"][0] <= binary["accuracy"] <= binary["accuracy_95"][1]
 
 
 def test_train_sets_the_input_size_where_the_architecture_allows(tmp_path, synthetic_catalog, galaxy_jpeg):

@@ -7,8 +7,10 @@ from galaxymorph.metrics import (
     binary_summary,
     confusion_matrix,
     expected_calibration_error,
+    mcnemar_p_value,
     per_class_precision_recall,
     roc_auc,
+    wilson_interval,
 )
 
 
@@ -59,6 +61,16 @@ def test_confusion_and_precision_recall():
     summary = binary_summary(np.array([0.1, 0.9, 0.6, 0.4]), np.array([0, 1, 0, 1]))
     assert summary["accuracy"] == 0.5 and summary["n"] == 4
     assert summary["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.9, 0.4, 0.4])))
+
+
+def test_accuracy_comes_with_its_interval_and_paired_comparisons_with_a_significance():
+    low, high = wilson_interval(50, 100)
+    assert (low, high) == (pytest.approx(0.4038, abs=1e-4), pytest.approx(0.5962, abs=1e-4))
+    low, high = wilson_interval(766, 828)  # the interval is not symmetric near 1
+    assert low < 766 / 828 < high and (high - 766 / 828) < (766 / 828 - low)
+    assert mcnemar_p_value(0, 6) == pytest.approx(2 / 64) == mcnemar_p_value(6, 0)
+    assert mcnemar_p_value(4, 4) == 1.0 and mcnemar_p_value(0, 0) == 1.0
+    assert mcnemar_p_value(10, 14) > 0.5  # 4 galaxies in 24 discordant ones: noise
 
 
 def test_uncertainty_summary_says_whether_the_spread_finds_the_errors():

@@ -77,6 +77,24 @@ def test_removing_the_class_weight_prior_restores_true_frequencies():
         assert torch.allclose(probabilities, true, atol=1e-5)
 
 
+def test_label_smoothing_aims_every_output_at_the_smoothed_target():
+    """With smoothing s over K classes the loss is lowest where the labelled class gets 1 - s + s/K,
+    for the seed's single sigmoid logit as for several logits."""
+    import torch
+
+    from galaxymorph.training.train import classification_loss
+
+    smoothing = 0.1
+    single = torch.logit(torch.tensor([[1 - smoothing / 2]])).requires_grad_()
+    classification_loss(single, torch.tensor([1]), smoothing=smoothing).backward()
+    several = torch.log(torch.tensor([[smoothing / 3, 1 - smoothing + smoothing / 3, smoothing / 3]])).requires_grad_()
+    classification_loss(several, torch.tensor([1]), smoothing=smoothing).backward()
+    assert single.grad.abs().max() < 1e-6 and several.grad.abs().max() < 1e-6
+    unsmoothed = torch.logit(torch.tensor([[1 - smoothing / 2]])).requires_grad_()
+    classification_loss(unsmoothed, torch.tensor([1])).backward()
+    assert unsmoothed.grad.abs().max() > 0.01
+
+
 def test_too_small_a_catalog_is_refused_clearly(tmp_path, galaxy_jpeg):
     from galaxymorph.training import TrainConfig, train
 

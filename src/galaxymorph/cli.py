@@ -317,8 +317,9 @@ def train(
     image_size: Annotated[int, typer.Option(help="Side of the model input in px.")] = Preprocessing().image_size,
     evidence_penalty: Annotated[float, typer.Option(help="Weight of a loss on the share of the labelled class's activation map outside the central galaxy (0: off; galaxynet only).")] = 0.0,
     class_weight_power: Annotated[float, typer.Option(help="Loss weight of each class: its count to the power minus this (0: unweighted); the weights' prior is taken out of the output after training.")] = 0.5,
+    label_smoothing: Annotated[float, typer.Option(help="Share of each training label spread evenly over all classes, for catalogs with some wrong labels (0: off).")] = 0.0,
     weight_averaging: Annotated[float, typer.Option(help="Keep an exponential moving average of the weights with this decay per step, and evaluate and save it (0: off; 0.998 averages over about the last 500 steps).")] = 0.0,
-    from_model: Annotated[Optional[str], typer.Option("--from", help="Go on training a model (bundled name or checkpoint): its architecture, preprocessing and weights, the output layer too when the classes are the same; --arch and the framing and size options are then its own.")] = None,
+    from_model: Annotated[Optional[str], typer.Option("--from", help="Go on training a model (bundled name or checkpoint): its architecture, preprocessing and weights, the output layer too when --classes gives the same classes; --arch and the framing and size options are then its own.")] = None,
 ) -> None:
     """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
     from galaxymorph.preprocess.augment import SurveyAugmentation
@@ -328,7 +329,7 @@ def train(
                   workers=workers, augment=augment, survey_augmentation=SurveyAugmentation() if survey_augment else None,
                   preprocessing=Preprocessing(image_size=image_size, framing=framing, frame_fill=frame_fill),
                   evidence_penalty=evidence_penalty, class_weight_power=class_weight_power,
-                  weight_averaging=weight_averaging, init_from=from_model)
+                  label_smoothing=label_smoothing, weight_averaging=weight_averaging, init_from=from_model)
 
 
 def _run_training(*, workers: int | None, **settings) -> None:
@@ -384,8 +385,9 @@ def evaluate(
         raise _fail(error) from error
     if "spiral_vs_elliptical" in metrics:
         binary = metrics["spiral_vs_elliptical"]
-        typer.echo(f"{metrics['model']} on {split} ({binary['n']} spiral/elliptical galaxies): accuracy {binary['accuracy']:.4f}, "
-                   f"ROC AUC {binary['roc_auc']:.4f}, ECE {binary['ece']:.4f}")
+        low, high = binary["accuracy_95"]
+        typer.echo(f"{metrics['model']} on {split} ({binary['n']} spiral/elliptical galaxies): accuracy {binary['accuracy']:.4f} "
+                   f"(95% interval {low:.3f}-{high:.3f}), ROC AUC {binary['roc_auc']:.4f}, ECE {binary['ece']:.4f}")
     if "classes" in metrics:
         typer.echo(f"{metrics['model']} on {split}, {len(metrics['classes']['labels'])} classes: "
                    f"accuracy {metrics['classes']['accuracy']:.4f}")

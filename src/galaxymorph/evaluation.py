@@ -19,6 +19,7 @@ from galaxymorph.metrics import (
     per_class_precision_recall,
     roc_auc,
     roc_curve,
+    wilson_interval,
 )
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs import plots
@@ -62,6 +63,7 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
         summary, matrix, _ = spiral_evaluation(p_spiral, is_spiral, loaded.name, output_dir)
         metrics["spiral_vs_elliptical"] = {
             **summary,
+            "accuracy_95": wilson_interval(int(np.sum((p_spiral >= 0.5) == is_spiral)), len(is_spiral)),
             "per_class": per_class_precision_recall(matrix, classes),
             "confusion_matrix": matrix.tolist(),
             **uncertainty_summary(p_spiral, is_spiral, np.array([row["p_spiral_std"] for row in scored]),

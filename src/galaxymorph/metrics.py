@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,3 +84,23 @@ def log_loss(p_positive: np.ndarray, positives: np.ndarray) -> float:
     calibration are better together (probabilities clipped to [1e-12, 1 - 1e-12])."""
     p_positive = np.clip(np.asarray(p_positive, np.float64), 1e-12, 1 - 1e-12)
     return float(-np.mean(np.where(np.asarray(positives, bool), np.log(p_positive), np.log1p(-p_positive))))
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Score interval of a proportion (Wilson 1927), 95% with the default `z`: how far an accuracy
+    measured on `trials` galaxies may lie from the model's accuracy on galaxies like them."""
+    if trials == 0:
+        return (float("nan"), float("nan"))
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half_width = z / (1 + z * z / trials) * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
+    return (centre - half_width, centre + half_width)
+
+
+def mcnemar_p_value(only_first: int, only_second: int) -> float:
+    """Exact two-sided McNemar test of two classifiers on the same galaxies, from the counts that
+    only the first and only the second gets right: the chance of a split at least this uneven if
+    both were equally accurate."""
+    discordant = only_first + only_second
+    tail = sum(math.comb(discordant, k) for k in range(min(only_first, only_second) + 1)) / 2 ** discordant
+    return min(1.0, 2 * tail)

@@ -50,6 +50,9 @@ class TrainConfig:
     evidence_penalty: float = 0.0
     """Weight of `evidence_outside_galaxy` in the loss (0: off): the share of the labelled class's
     activation map that lies outside the central galaxy."""
+    label_smoothing: float = 0.0
+    """Share of each training target spread evenly over all classes, for labels that are sometimes
+    wrong (0: off)."""
     weight_averaging: float = 0.0
     """Decay of an exponential moving average of the weights, updated every step; the average is
     what each epoch evaluates and what the checkpoint keeps (0: off, the raw weights)."""
@@ -91,12 +94,15 @@ def class_weights(targets: np.ndarray, n_classes: int, power: float) -> torch.Te
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary cross-entropy for one logit (the seed's sigmoid output), cross-entropy otherwise."""
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
+                        smoothing: float = 0.0) -> torch.Tensor:
+    """Binary cross-entropy for one logit (the seed's sigmoid output), cross-entropy otherwise;
+    `smoothing` moves that share of each target evenly onto all classes (label smoothing)."""
     if logits.shape[1] == 1:
         sample_weights = weights[targets] if weights is not None else None
-        return F.binary_cross_entropy_with_logits(logits[:, 0], targets.float(), weight=sample_weights)
-    return F.cross_entropy(logits, targets, weight=weights)
+        soft_targets = targets.float() * (1 - smoothing) + smoothing / 2
+        return F.binary_cross_entropy_with_logits(logits[:, 0], soft_targets, weight=sample_weights)
+    return F.cross_entropy(logits, targets, weight=weights, label_smoothing=smoothing)
 
 
 def evidence_outside_galaxy(model: GalaxyClassifier, features: torch.Tensor, targets: torch.Tensor,
@@ -308,7 +314,7 @@ def train(config: TrainConfig) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, total_steps, warmup_steps, config.learning_rate)
             features = model.forward_features(batch)
-            loss = classification_loss(model.forward_head(features), batch_targets, weights)
+            loss = classification_loss(model.forward_head(features), batch_targets, weights, config.label_smoothing)
             losses.append(loss.item())
             if masks is not None:
                 penalty = evidence_outside_galaxy(model, features, batch_targets, batch_masks)
@@ -348,7 +354,8 @@ def train(config: TrainConfig) -> Path:
             "class_weight_power": config.class_weight_power, "class_weights": weights.tolist(),
             "class_weight_prior_removed": True, "augment": config.augment, "zoom_range": list(ZOOM_RANGE),
             "survey_augmentation": config.survey_augmentation.to_dict() if config.survey_augmentation else None,
-            "evidence_penalty": config.evidence_penalty, "weight_averaging": config.weight_averaging,
+            "evidence_penalty": config.evidence_penalty, "label_smoothing": config.label_smoothing,
+            "weight_averaging": config.weight_averaging,
             "init_from": config.init_from,
             "freeze_epochs": config.freeze_epochs, "unfrozen_blocks": config.unfrozen_blocks,
             "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay",
