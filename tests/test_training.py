@@ -5,8 +5,9 @@ import pytest
 
 from galaxymorph import CatalogError, ModelError
 from galaxymorph.evaluation import evaluate
+from galaxymorph.prediction import PredictOptions
 from galaxymorph.training.data import choose_classes, stratified_split
-from galaxymorph.training.train import class_weights, get_lr
+from galaxymorph.training.train import class_weights, get_lr, training_subset
 
 
 def test_training_learns_generated_galaxies(trained_checkpoint, synthetic_catalog, tmp_path):
@@ -129,6 +130,46 @@ def test_weight_averaging_keeps_a_moving_average_of_the_weights(trained_checkpoi
     raw, kept = torch.load(trained_checkpoint, weights_only=True), torch.load(averaged, weights_only=True)
     assert raw.keys() == kept.keys() and not all(torch.equal(raw[key], kept[key]) for key in raw)
     metrics = evaluate(synthetic_catalog, tmp_path / "report", model=averaged, split="test")
+    assert metrics["spiral_vs_elliptical"]["accuracy"] > 0.9
+
+
+def test_a_share_of_the_training_split_is_stratified_and_nested():
+    rows = np.arange(100, 300)
+    labels = np.zeros(400, dtype=np.int64)
+    labels[rows[:50]] = 1
+    half, quarter = training_subset(rows, labels, 0.5, seed=3), training_subset(rows, labels, 0.25, seed=3)
+    assert len(half) == 100 and np.sum(labels[half] == 1) == 25
+    assert len(quarter) == 50 and set(quarter) <= set(half) <= set(rows)
+    assert len(training_subset(rows, labels, 0.001, seed=3)) == 2  # one of each label at least
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match="train_share"):
+            training_subset(rows, labels, share, seed=3)
+
+
+def test_training_on_a_share_of_the_split_keeps_validation_and_test_whole(trained_checkpoint, synthetic_catalog, tmp_path):
+    from galaxymorph.training import TrainConfig, train
+
+    half = train(TrainConfig(labels=synthetic_catalog, output=tmp_path / "half.pt", architecture="galaxynet", epochs=1,
+                             batch_size=32, workers=0, progress=False, use_cache=False, train_share=0.5, device="cpu"))
+    whole, shared = (json.loads(path.with_suffix(".json").read_text()) for path in (trained_checkpoint, half))
+    assert shared["split"] == whole["split"]
+    assert shared["training"]["train_rows"] == len(whole["split"]["train"]) // 2
+    assert (shared["training"]["train_share"], shared["training"]["device"]) == (0.5, "cpu")
+
+
+@pytest.mark.gpu
+def test_a_model_trained_on_a_gpu_classifies_on_the_cpu(synthetic_catalog, tmp_path):
+    import torch
+
+    from galaxymorph.training import TrainConfig, train
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    trained = train(TrainConfig(labels=synthetic_catalog, output=tmp_path / "gpu.pt", architecture="galaxynet", epochs=6,
+                                batch_size=32, workers=0, progress=False, use_cache=False, evidence_penalty=1.0))
+    assert json.loads(trained.with_suffix(".json").read_text())["training"]["device"] == "cuda"
+    metrics = evaluate(synthetic_catalog, tmp_path / "report", model=trained, split="test",
+                       options=PredictOptions(workers=0, backend="torch"))  # on the CPU
     assert metrics["spiral_vs_elliptical"]["accuracy"] > 0.9
 
 

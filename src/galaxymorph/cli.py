@@ -18,6 +18,7 @@ app.add_typer(models_app, name="models")
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Bundled model name or checkpoint path.")]
 BatchOption = Annotated[int, typer.Option(help="Images per inference batch.")]
 WorkersOption = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
+DeviceOption = Annotated[Optional[str], typer.Option(help="Where the model trains: cpu, cuda, cuda:1... (default: a GPU when PyTorch sees one).")]
 BackendOption = Annotated[str, typer.Option(help="Inference back-end: auto (cuda when a GPU is present, else onnx-int8 when the model has an int8 graph, else onnx), cuda, onnx, onnx-int8 or torch.")]
 TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average over the 8 rotations and mirror images of each galaxy (8x the inference cost); p_spiral_std then spans the views too (a single model fills it only with --tta).")]
 SurveyOption = Annotated[str, typer.Option(help="Cutout service: sdss (SkyServer) or legacy (DESI Legacy Survey viewer).", rich_help_panel="Cutouts")]
@@ -309,6 +310,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and augmentation.")] = SPLIT_SEED,
     split_seed: Annotated[Optional[int], typer.Option(help="Seed of the split alone, when it differs from --seed (ensemble members share a split).")] = None,
     max_rows: Annotated[Optional[int], typer.Option(help="Train on a seeded random subset of this many rows.")] = None,
+    train_share: Annotated[float, typer.Option(help="Train on this share of the training split (stratified, seeded by the split seed); validation and test stay whole: for learning curves.")] = 1.0,
+    device: DeviceOption = None,
     workers: WorkersOption = None,
     augment: Annotated[bool, typer.Option(help="Rotations, mirror flips (winding labels swapped) and zoom.")] = True,
     survey_augment: Annotated[bool, typer.Option(help="With --augment: blur, colour stretch, noise and JPEG changes.")] = True,
@@ -326,7 +329,7 @@ def train(
 
     _run_training(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed, split_seed=split_seed, max_rows=max_rows,
-                  workers=workers, augment=augment, survey_augmentation=SurveyAugmentation() if survey_augment else None,
+                  train_share=train_share, device=device, workers=workers, augment=augment, survey_augmentation=SurveyAugmentation() if survey_augment else None,
                   preprocessing=Preprocessing(image_size=image_size, framing=framing, frame_fill=frame_fill),
                   evidence_penalty=evidence_penalty, class_weight_power=class_weight_power,
                   label_smoothing=label_smoothing, weight_averaging=weight_averaging, init_from=from_model)
@@ -355,12 +358,13 @@ def finetune(
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
     batch_size: BatchOption = 64,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and augmentation.")] = SPLIT_SEED,
+    device: DeviceOption = None,
     workers: WorkersOption = None,
 ) -> None:
     """Adapt a pretrained model to a new label set: new output layer, frozen then partly unfrozen backbone."""
     _run_training(labels=labels, output=output, classes=classes, epochs=epochs, batch_size=batch_size,
                   learning_rate=learning_rate, seed=seed, init_from=from_model, freeze_epochs=freeze_epochs,
-                  unfrozen_blocks=unfrozen_blocks, workers=workers)
+                  unfrozen_blocks=unfrozen_blocks, device=device, workers=workers)
 
 
 @app.command()

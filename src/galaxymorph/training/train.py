@@ -61,6 +61,9 @@ class TrainConfig:
     """Seed of the train/val/test split (None: `seed`); members of an ensemble share one split."""
     split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     max_rows: int | None = None
+    train_share: float = 1.0
+    """Share of the training split to train on, a seeded subset stratified by label (learning curves);
+    the validation and test splits stay whole."""
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     init_from: str | None = None
@@ -70,6 +73,9 @@ class TrainConfig:
     """Fine-tuning: epochs that train the new output layer alone, before unfreezing."""
     unfrozen_blocks: int | None = None
     """Fine-tuning: how many of the last feature blocks train after the frozen epochs (None: all)."""
+    device: str | None = None
+    """Where the model trains ("cpu", "cuda", ...; None: a GPU when there is one). Augmentation stays
+    on the CPU, so a seed gives the same images everywhere."""
     progress: bool = True
     use_cache: bool = True
 
@@ -205,13 +211,34 @@ def start_model(config: TrainConfig, classes: tuple[str, ...]) -> tuple[GalaxyCl
     return model, architecture, pretrained.preprocessing, not head_keys
 
 
+def training_device(requested: str | None) -> torch.device:
+    """The requested device, else the GPU when PyTorch sees one, else the CPU."""
+    if requested is not None:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def training_subset(rows: np.ndarray, labels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """A seeded `share` of `rows` (at least one per label), stratified by `labels[rows]`; a smaller
+    share of the same seed is a subset of a larger one."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"train_share must be in (0, 1], got {share}")
+    rng = np.random.default_rng(seed)
+    kept = []
+    for label in np.unique(labels[rows]):
+        members = rng.permutation(rows[labels[rows] == label])
+        kept.append(members[:max(1, int(round(share * len(members))))])
+    return np.sort(np.concatenate(kept))
+
+
 @torch.no_grad()
 def estimate_metrics(model: GalaxyClassifier, images: np.ndarray, targets: np.ndarray, *,
                      output_size: int, batch_size: int) -> dict[str, float]:
     """Loss, accuracy and, where the classes allow, spiral-vs-elliptical metrics on a held-out set."""
     model.eval()
+    device = next(model.parameters()).device
     logits = torch.cat([
-        model(centre_view(torch.from_numpy(images[start:start + batch_size]), output_size))
+        model(centre_view(torch.from_numpy(images[start:start + batch_size]), output_size).to(device)).cpu()
         for start in range(0, len(images), batch_size)
     ])
     targets_tensor = torch.from_numpy(targets)
@@ -263,14 +290,18 @@ def train(config: TrainConfig) -> Path:
               for name, rows in split.items()}
     target_array = np.array([t if t is not None else -1 for t in targets], dtype=np.int64)
     train_rows, val_rows = usable["train"], usable["val"]
+    if config.train_share != 1.0:
+        train_rows = training_subset(train_rows, target_array, config.train_share, split_seed)
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise CatalogError(f"catalog {config.labels}: too few usable images to train on "
                            f"({len(train_rows)} for training, {len(val_rows)} for validation)")
     val_images, val_targets = images[val_rows], target_array[val_rows]
 
-    # Optimiser.
+    # Optimiser, on the training device.
+    device = training_device(config.device)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    weights = class_weights(target_array[train_rows], len(classes), config.class_weight_power)
+    weights = class_weights(target_array[train_rows], len(classes), config.class_weight_power).to(device)
     if kept_output_layer:  # the trained output follows the true class frequencies: weight it as training would
         remove_class_weight_prior(model, 1 / weights)
     permutation = mirror_permutation(classes)
@@ -280,7 +311,7 @@ def train(config: TrainConfig) -> Path:
 
     recalibration_rows = train_rows[:RECALIBRATION_IMAGES]
     recalibration_batches = [centre_view(torch.from_numpy(images[recalibration_rows[i:i + config.batch_size]]),
-                                         preprocessing.image_size)
+                                         preprocessing.image_size).to(device)
                              for i in range(0, len(recalibration_rows), config.batch_size)]
 
     averaged = (torch.optim.swa_utils.AveragedModel(
@@ -311,13 +342,14 @@ def train(config: TrainConfig) -> Path:
                 batch, batch_masks = batch[:, :CHANNELS], batch[:, CHANNELS]
             if config.augment and config.survey_augmentation is not None:
                 batch = survey_augment(batch, generator, config.survey_augmentation)
+            batch, batch_targets = batch.to(device), batch_targets.to(device)
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, total_steps, warmup_steps, config.learning_rate)
             features = model.forward_features(batch)
             loss = classification_loss(model.forward_head(features), batch_targets, weights, config.label_smoothing)
             losses.append(loss.item())
             if masks is not None:
-                penalty = evidence_outside_galaxy(model, features, batch_targets, batch_masks)
+                penalty = evidence_outside_galaxy(model, features, batch_targets, batch_masks.to(device))
                 outside.append(penalty.item())
                 loss = loss + config.evidence_penalty * penalty
             optimizer.zero_grad(set_to_none=True)
@@ -340,6 +372,8 @@ def train(config: TrainConfig) -> Path:
             tqdm.write(f"epoch {epoch}/{config.epochs}: {shown}")
 
     model.load_state_dict(best_state)
+    model.cpu()
+    weights = weights.cpu()
     remove_class_weight_prior(model, weights)
     final = estimate_metrics(model, val_images, val_targets, output_size=preprocessing.image_size,
                              batch_size=config.batch_size)
@@ -349,6 +383,7 @@ def train(config: TrainConfig) -> Path:
         training={
             "data": config.labels.name if isinstance(config.labels, Path) else str(config.labels),
             "rows": len(catalog), "unreadable": len(unreadable), "class_scheme": config.classes,
+            "train_share": config.train_share, "train_rows": len(train_rows), "device": device.type,
             "seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
             "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
             "class_weight_power": config.class_weight_power, "class_weights": weights.tolist(),
