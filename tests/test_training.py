@@ -7,7 +7,7 @@ from galaxymorph import CatalogError, ModelError
 from galaxymorph.evaluation import evaluate
 from galaxymorph.prediction import PredictOptions
 from galaxymorph.training.data import choose_classes, stratified_split
-from galaxymorph.training.train import class_weights, get_lr, training_subset
+from galaxymorph.training.train import class_weights, get_lr, training_device, training_subset
 
 
 def test_training_learns_generated_galaxies(trained_checkpoint, synthetic_catalog, tmp_path):
@@ -155,6 +155,17 @@ def test_training_on_a_share_of_the_split_keeps_validation_and_test_whole(traine
     assert shared["split"] == whole["split"]
     assert shared["training"]["train_rows"] == len(whole["split"]["train"]) // 2
     assert (shared["training"]["train_share"], shared["training"]["device"]) == (0.5, "cpu")
+
+
+def test_an_unusable_training_device_is_refused_clearly():
+    import torch
+
+    with pytest.raises(ValueError, match="unknown training device 'gpu'"):
+        training_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            training_device("cuda")
+    assert training_device("cpu").type == "cpu"
 
 
 @pytest.mark.gpu

@@ -213,9 +213,15 @@ def start_model(config: TrainConfig, classes: tuple[str, ...]) -> tuple[GalaxyCl
 
 def training_device(requested: str | None) -> torch.device:
     """The requested device, else the GPU when PyTorch sees one, else the CPU."""
-    if requested is not None:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise ValueError(f"unknown training device {requested!r}: use cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"training device {requested!r}: torch sees no CUDA GPU here")
+    return device
 
 
 def training_subset(rows: np.ndarray, labels: np.ndarray, share: float, seed: int) -> np.ndarray:
@@ -265,6 +271,7 @@ def train(config: TrainConfig) -> Path:
     """Train a model on a labelled catalog and write its best checkpoint; returns the weights path."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    device = training_device(config.device)
 
     # Data: the split is drawn over all rows by their raw labels, so models trained on different
     # class schemes of the same catalog share one test set.
@@ -298,7 +305,6 @@ def train(config: TrainConfig) -> Path:
     val_images, val_targets = images[val_rows], target_array[val_rows]
 
     # Optimiser, on the training device.
-    device = training_device(config.device)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     weights = class_weights(target_array[train_rows], len(classes), config.class_weight_power).to(device)
