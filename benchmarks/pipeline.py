@@ -85,12 +85,15 @@ elif job == "rows":  # the main process's own work per row: output rows and Parq
     from galaxymorph.preprocess.parallel import DecodedBatch
     classifier = Classifier(loaded, backend="torch")
     items = [CatalogRow(f"g{{i}}", folder / f"{{i:07d}}.jpeg") for i in range(batch_size)]
-    decoded = DecodedBatch(items, np.zeros((batch_size, 3, 64, 64), np.float32), [""] * batch_size, [True] * batch_size)
-    probabilities = np.random.default_rng(0).dirichlet(np.ones(len(loaded.classes)), batch_size)
+    from galaxymorph.prediction import Scores
+    decoded = DecodedBatch(items, np.zeros((batch_size, 3, 64, 64), np.float32), [""] * batch_size, [True] * batch_size,
+                           [False] * batch_size)
+    scores = Scores(np.random.default_rng(0).dirichlet(np.ones(len(loaded.classes)), batch_size),
+                    np.full(batch_size, np.nan), np.ones(batch_size))
     started, count = time.perf_counter(), 0
     with DatasetWriter(folder.parent / f"rows-{{time.time_ns()}}") as writer:
         while count < 100_000:
-            writer.write(classifier.build_rows(decoded, probabilities, np.full(batch_size, np.nan)))
+            writer.write(classifier.build_rows(decoded, scores))
             count += batch_size
 else:
     options = PredictOptions(workers=workers, batch_size=batch_size, backend={args.backend!r}, tta={tta!r})

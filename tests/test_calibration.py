@@ -37,6 +37,17 @@ def test_calibrate_stores_the_temperature_that_prediction_uses(trained_checkpoin
     assert Classifier(load_model(tmp_path / "model.pt")).temperature == pytest.approx(result["temperature"])
 
 
+def test_calibrate_fits_the_feature_density_behind_ood_score(trained_checkpoint, synthetic_catalog, tmp_path):
+    for suffix in (".pt", ".json"):
+        shutil.copy(trained_checkpoint.with_suffix(suffix), tmp_path / f"model{suffix}")
+    typicality = calibrate(tmp_path / "model.pt", synthetic_catalog, split="val")["typicality"]
+    assert typicality["typical_share"] == 0.95 and typicality["members"] == 1
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.metadata["typicality"]["limit"] == pytest.approx(typicality["limit"])
+    images = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)  # noise, nothing like a galaxy
+    assert (Classifier(loaded, backend="torch").scores(images).ood > typicality["limit"]).all()
+
+
 def test_symmetry_views_cover_rotations_and_mirrors():
     from galaxymorph.preprocess.augment import symmetry_views
 

@@ -157,6 +157,28 @@ def test_training_on_a_share_of_the_split_keeps_validation_and_test_whole(traine
     assert (shared["training"]["train_share"], shared["training"]["device"]) == (0.5, "cpu")
 
 
+def test_extra_labels_and_tight_views_add_to_the_training_split_alone(trained_checkpoint, synthetic_catalog, tmp_path):
+    from galaxymorph.sources.synthetic import write_examples
+    from galaxymorph.training import TrainConfig, train
+
+    extra = tmp_path / "extra.csv"
+    examples = write_examples(tmp_path / "extra", 20, seed=99, size=96)
+    extra.write_text("file,label\n" + "".join(f"extra/{path.name},{kind}\n" for path, kind in examples))
+    with pytest.raises(CatalogError, match="validation or test galaxies .* would leak"):  # ids named like the catalog's
+        train(TrainConfig(labels=synthetic_catalog, output=tmp_path / "leak.pt", epochs=1, workers=0, progress=False,
+                          use_cache=False, extra_labels=extra))
+    for path, _ in examples:
+        path.rename(path.with_name(f"extra-{path.name}"))
+    extra.write_text("file,label\n" + "".join(f"extra/extra-{path.name},{kind}\n" for path, kind in examples))
+    model = train(TrainConfig(labels=synthetic_catalog, output=tmp_path / "more.pt", architecture="galaxynet", epochs=1,
+                              batch_size=32, workers=0, progress=False, use_cache=False, extra_labels=extra,
+                              tight_views=1, tight_share=0.5))
+    whole, more = (json.loads(path.with_suffix(".json").read_text()) for path in (trained_checkpoint, model))
+    assert (more["split"]["val"], more["split"]["test"]) == (whole["split"]["val"], whole["split"]["test"])
+    assert len(more["split"]["train"]) == len(whole["split"]["train"]) + 20
+    assert more["training"]["extra_rows"] == 20 and more["training"]["tight_views"] == 1
+
+
 def test_an_unusable_training_device_is_refused_clearly():
     import torch
 

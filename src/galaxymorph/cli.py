@@ -92,7 +92,8 @@ def classify(
     dec_column: DecOption = "dec",
     id_column: IdOption = None,
 ) -> None:
-    """Classify images and write one row per image: id, file, label, p_spiral, p_spiral_std, confident, error.
+    """Classify images and write one row per image: id, file, label, p_spiral, p_spiral_std, p_galaxy, ood_score,
+    confident, the class probabilities, galaxy_found, galaxy_truncated, error (README: "Columns").
 
     With --fetch, each catalog row's cutout is downloaded while earlier ones are classified, and the
     output keeps the catalog's own columns. With --scheduler, catalogs are classified on a Dask cluster."""
@@ -310,11 +311,14 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and augmentation.")] = SPLIT_SEED,
     split_seed: Annotated[Optional[int], typer.Option(help="Seed of the split alone, when it differs from --seed (ensemble members share a split).")] = None,
     max_rows: Annotated[Optional[int], typer.Option(help="Train on a seeded random subset of this many rows.")] = None,
+    extra_labels: Annotated[Optional[Path], typer.Option(help="A second labelled catalog (file,label) whose rows are added to the training split alone, e.g. pseudo-labels of unlabelled images; the first catalog keeps its own split.")] = None,
     train_share: Annotated[float, typer.Option(help="Train on this share of the training split (stratified, seeded by the split seed); validation and test stay whole: for learning curves.")] = 1.0,
     device: DeviceOption = None,
     workers: WorkersOption = None,
     augment: Annotated[bool, typer.Option(help="Rotations, mirror flips (winding labels swapped) and zoom.")] = True,
     survey_augment: Annotated[bool, typer.Option(help="With --augment: blur, colour stretch, noise and JPEG changes.")] = True,
+    tight_views: Annotated[int, typer.Option(help="With --augment: tight, zoomed renderings made of each training cutout (galaxy filling or overflowing the frame, upsampled like 0.1-0.25\"/px cutouts of a native-scale survey image); 0: none.")] = 0,
+    tight_share: Annotated[float, typer.Option(help="With --tight-views: share of the training images replaced by one of their tight views each time they are drawn.")] = 0.3,
     framing: Annotated[bool, typer.Option(help="Crop around the central galaxy so that it spans --frame-fill of the input.")] = True,
     frame_fill: Annotated[float, typer.Option(help="With --framing: twice the half-light radius as a fraction of the input side.")] = Preprocessing().frame_fill,
     image_size: Annotated[int, typer.Option(help="Side of the model input in px.")] = Preprocessing().image_size,
@@ -330,6 +334,7 @@ def train(
     _run_training(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed, split_seed=split_seed, max_rows=max_rows,
                   train_share=train_share, device=device, workers=workers, augment=augment, survey_augmentation=SurveyAugmentation() if survey_augment else None,
+                  tight_views=tight_views, tight_share=tight_share, extra_labels=extra_labels,
                   preprocessing=Preprocessing(image_size=image_size, framing=framing, frame_fill=frame_fill),
                   evidence_penalty=evidence_penalty, class_weight_power=class_weight_power,
                   label_smoothing=label_smoothing, weight_averaging=weight_averaging, init_from=from_model)
@@ -402,10 +407,11 @@ def evaluate(
 def calibrate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to calibrate (its .json metadata is updated).")],
     labels: Annotated[Path, typer.Argument(help="The labelled catalog the checkpoint was trained on.")],
-    split: Annotated[str, typer.Option(help="Split to fit the temperature on (never the test split).")] = "val",
+    split: Annotated[str, typer.Option(help="Split to fit the temperature and set the ood_score limit on (never the test split).")] = "val",
     workers: WorkersOption = None,
 ) -> None:
-    """Fit a temperature on the validation split so that p_spiral is honest, and store it in the checkpoint."""
+    """Fit a temperature on the validation split so that p_spiral is honest, and the feature density behind
+    ood_score on the training split (its limit on the validation split); both are stored in the checkpoint."""
     from galaxymorph.errors import GalaxyMorphError
     from galaxymorph.training.calibration import calibrate as run_calibrate
 
@@ -419,6 +425,9 @@ def calibrate(
     typer.echo(f"temperature {result['temperature']:.3f} on {result['galaxies']} {split} galaxies: "
                f"ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}, "
                f"NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}")
+    typicality = result["typicality"]
+    typer.echo(f"feature density fitted on {typicality['images']} training galaxies: ood_score limit {typicality['limit']:.3f} "
+               f"({typicality['typical_share']:.0%} of the {split} galaxies within it)")
 
 
 @app.command()

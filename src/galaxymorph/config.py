@@ -39,6 +39,14 @@ CONFIDENT_MARGIN = 0.4
 CONFIDENT_MAX_STD = 0.1
 """... and, where p_spiral_std is measured (an ensemble, or test-time augmentation), when it is at most this."""
 
+CONFIDENT_MIN_GALAXY = 0.9
+"""... and when p_galaxy, the model's probability that the object is an elliptical or a disk at all, is at least this
+(and, where the model has a feature density, when ood_score is within its limit)."""
+
+LABEL_MIN_GALAXY = 0.5
+"""`label` is elliptical or spiral only where p_galaxy is at least this; else `uncertain` (the model puts most of its
+probability on merger or don't-know)."""
+
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 """Train, validation and test shares of a labelled catalog."""
 

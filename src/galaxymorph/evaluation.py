@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxymorph.catalog import CatalogRow, read_labelled_catalog
+from galaxymorph.catalog import CatalogRow, LabelledCatalog, read_labelled_catalog
 from galaxymorph.config import DEFAULT_MODEL
 from galaxymorph.errors import CatalogError
 from galaxymorph.labels import BINARY_CLASSES, binary_label, has_spiral_semantics
@@ -108,6 +108,15 @@ def uncertainty_summary(p_spiral: np.ndarray, is_spiral: np.ndarray, spread: np.
     if len(spread) and not np.isnan(spread).any():
         summary["std_error_auc"] = roc_auc(spread, wrong)
     return summary
+
+
+def split_inputs(catalog: LabelledCatalog, loaded: LoadedModel, split: str, labels: object, *, limit: int | None = None,
+                 workers: int = 0) -> np.ndarray:
+    """Model inputs (N, 3, S, S) of the first `limit` readable galaxies of the model's saved `split` of a catalog."""
+    from galaxymorph.preprocess.parallel import model_inputs
+
+    files = [catalog.files[i] for i in rows_of_split(catalog.ids, loaded, split, labels)[:limit]]
+    return model_inputs(files, loaded.preprocessing, workers)
 
 
 def rows_of_split(ids: list[str], loaded: LoadedModel, split: str, labels: object) -> list[int]:

@@ -50,6 +50,12 @@ def has_spiral_semantics(classes: Sequence[str]) -> bool:
     return bool(ELLIPTICAL_CLASSES & set(classes)) and bool(DISK_CLASSES & set(classes))
 
 
+def galaxy_probability(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """p_galaxy from class probabilities (..., K): P(disk) + P(elliptical), the mass behind p_spiral
+    (1 for models that know no other classes)."""
+    return probabilities[..., [i for i, c in enumerate(classes) if c in DISK_CLASSES | ELLIPTICAL_CLASSES]].sum(axis=-1)
+
+
 def spiral_probability(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """p_spiral from class probabilities (..., K): P(disk) / (P(disk) + P(elliptical)); 0.5 where
     both are 0, NaN where the probabilities are (an image that could not be classified)."""

@@ -8,6 +8,7 @@ read gets its reason in the `error` column and the job goes on.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -18,12 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from galaxymorph.catalog import CatalogRow
-from galaxymorph.config import BATCH_SIZE, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, DEFAULT_MODEL
-from galaxymorph.labels import BINARY_CLASSES, has_spiral_semantics, mirror_permutation, spiral_probability
+from galaxymorph.config import (BATCH_SIZE, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, CONFIDENT_MIN_GALAXY, DEFAULT_MODEL,
+                                LABEL_MIN_GALAXY)
+from galaxymorph.labels import BINARY_CLASSES, galaxy_probability, has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs.catalog_writer import CHUNK_ROWS, check_output_path, open_catalog_writer
 from galaxymorph.preprocess.parallel import DecodedBatch, decode_in_batches
 from galaxymorph.sources import iter_inputs
+from galaxymorph.typicality import FeatureDensity
 
 BACKENDS = ("auto", "cuda", "onnx", "onnx-int8", "torch")
 
@@ -59,6 +62,29 @@ class PredictOptions:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
 
+@dataclass
+class Scores:
+    """What the model says of N inputs: class probabilities (N, K), the spread of p_spiral over the
+    ensemble's members and test-time views (N,; NaN for one model without TTA), and how unlike the
+    training images each input is (N,; `typicality.FeatureDensity.score`, NaN for a model without
+    a fitted density)."""
+
+    probabilities: np.ndarray
+    spread: np.ndarray
+    ood: np.ndarray
+
+    @classmethod
+    def missing(cls, count: int, class_count: int) -> Scores:
+        """NaN scores, for inputs that could not be classified."""
+        return cls(np.full((count, class_count), np.nan), np.full(count, np.nan), np.full(count, np.nan))
+
+    def __getitem__(self, index) -> Scores:
+        return Scores(self.probabilities[index], self.spread[index], self.ood[index])
+
+    def __setitem__(self, index, other: Scores) -> None:
+        self.probabilities[index], self.spread[index], self.ood[index] = other.probabilities, other.spread, other.ood
+
+
 class Classifier:
     """A loaded model behind an inference back-end: torch on a CUDA GPU when one is present (bf16
     autocast, channels-last, inputs staged through pinned memory), else ONNX Runtime on the CPU when
@@ -69,11 +95,18 @@ class Classifier:
         self.loaded = loaded
         self.classes = loaded.classes
         self.temperature = float(loaded.metadata.get("calibration", {}).get("temperature", 1.0))
+        self.density = FeatureDensity.from_dict(loaded.metadata["typicality"]) if "typicality" in loaded.metadata else None
         self.tta = tta
         self.backend = _resolve_backend(backend, loaded)
         if self.backend in ("onnx", "onnx-int8"):
             graph = loaded.int8_graph.read_bytes() if self.backend == "onnx-int8" else onnx_bytes(loaded)
             self._session = _onnx_session(graph, threads)
+            self._session_has_features = "member_features" in {output.name for output in self._session.get_outputs()}
+            if self.density is not None and not self._session_has_features:
+                logging.getLogger(__name__).warning(
+                    "the int8 graph of %s predates ood_score (no member_features output): ood_score is left empty "
+                    "and confident ignores it; run `galaxymorph quantize` again", loaded.name)
+                self.density = None
         elif self.backend == "cuda":
             self._gpu_model, self._staging = _cuda_model(loaded), None
         if threads and self.backend in ("cuda", "torch"):  # cuda: the host-side copies of each batch
@@ -81,14 +114,15 @@ class Classifier:
 
             torch.set_num_threads(threads)
 
-    def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities (N, K) for model inputs (N, 3, S, S) in [0, 1], and the model's own
-        uncertainty (N,): the spread of p_spiral over the ensemble's members and the test-time views
-        (NaN for a single model without test-time augmentation)."""
+    def scores(self, images: np.ndarray) -> Scores:
+        """`Scores` for model inputs (N, 3, S, S) in [0, 1]: probabilities, the spread of p_spiral
+        over the ensemble's members and the test-time views, and the out-of-distribution score
+        (averaged over the views)."""
         from galaxymorph.preprocess.augment import MIRRORED_VIEWS, SYMMETRY_VIEWS, symmetry_views
 
         views = SYMMETRY_VIEWS if self.tta else 1
-        logits = self._member_logits(symmetry_views(images) if self.tta else images) / self.temperature
+        logits, features = self.member_outputs(symmetry_views(images) if self.tta else images)
+        logits = logits / self.temperature
         combined = _to_probabilities(logits.mean(axis=1)).reshape(views, len(images), -1)
         samples = _to_probabilities(logits).reshape(views, len(images), logits.shape[1], -1)
         if self.tta:
@@ -98,22 +132,36 @@ class Classifier:
         spread = np.full(len(images), np.nan)
         if has_spiral_semantics(self.classes) and views * logits.shape[1] > 1:
             spread = spiral_probability(samples, self.classes).std(axis=(0, 2))
-        return combined.mean(axis=0), spread
+        ood = np.full(len(images), np.nan)
+        if self.density is not None and features is not None:
+            ood = self.density.score(features).reshape(views, len(images)).mean(axis=0)
+        return Scores(combined.mean(axis=0), spread, ood)
 
-    def _member_logits(self, images: np.ndarray) -> np.ndarray:
-        """Logits (N, M, K) of the M members (M = 1 for a single model), as float64."""
+    def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (N, K) and the spread of p_spiral (N,) of `scores`."""
+        scores = self.scores(images)
+        return scores.probabilities, scores.spread
+
+    def member_outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (N, M, K) of the M members (M = 1 for a single model) and their features (N, M,
+        D), as float64; features are None from an ONNX graph exported before it had them."""
         import torch
 
         with torch.inference_mode():
             if self.backend in ("onnx", "onnx-int8"):
                 inputs = {"images": np.ascontiguousarray(images, dtype=np.float32)}
-                return self._session.run(["member_logits"], inputs)[0].astype(np.float64)
+                wanted = ["member_logits"] + (["member_features"] if self._session_has_features else [])
+                outputs = [output.astype(np.float64) for output in self._session.run(wanted, inputs)]
+                return outputs[0], outputs[1] if len(outputs) > 1 else None
             if self.backend == "cuda":
-                return self._cuda_logits(images).double().numpy()
-            return self.loaded.model.member_logits(torch.from_numpy(images)).double().numpy()
+                logits, features = self._cuda_outputs(images)
+            else:
+                logits, features = self.loaded.model.member_outputs(torch.from_numpy(images))
+            return logits.double().numpy(), features.double().numpy()
 
-    def _cuda_logits(self, images: np.ndarray):
-        """Copy the batch into a pinned buffer, then to the GPU without blocking; member logits come back as float32."""
+    def _cuda_outputs(self, images: np.ndarray):
+        """Copy the batch into a pinned buffer, then to the GPU without blocking; member logits and
+        features come back as float32."""
         import torch
 
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
@@ -123,8 +171,8 @@ class Classifier:
         staged.copy_(batch)
         on_gpu = staged.to("cuda", non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = self._gpu_model.member_logits(on_gpu)
-        return logits.float().cpu()  # waits for the GPU, so the pinned buffer is free again
+            logits, features = self._gpu_model.member_outputs(on_gpu)
+        return logits.float().cpu(), features.float().cpu()  # waits for the GPU, so the pinned buffer is free again
 
     def classify_rows(self, rows: Iterable[CatalogRow], *, options: PredictOptions = PredictOptions()) -> Iterator[list[dict]]:
         """Output rows for input rows, batch by batch, decoding in `options.workers` processes."""
@@ -134,48 +182,68 @@ class Classifier:
             yield self.rows(decoded)
 
     def rows(self, decoded: DecodedBatch[CatalogRow]) -> list[dict]:
-        """One output row per item; failed items keep their reason and empty probabilities.
-
-        With framing on, `galaxy_found` says whether a central galaxy was found (else the fixed
-        central crop was classified)."""
+        """One output row per item; failed items keep their reason and empty probabilities."""
         good = self.decoded_well(decoded)
-        probabilities = np.full((len(decoded.items), len(self.classes)), np.nan)
-        spread = np.full(len(decoded.items), np.nan)
+        scores = Scores.missing(len(decoded.items), len(self.classes))
         if good.any():
-            probabilities[good], spread[good] = self.probabilities(decoded.images[good])
-        return self.build_rows(decoded, probabilities, spread)
+            scores[good] = self.scores(decoded.images[good])
+        return self.build_rows(decoded, scores)
 
     @staticmethod
     def decoded_well(decoded: DecodedBatch[CatalogRow]) -> np.ndarray:
         """Which items have an image to classify (no reading or upstream error)."""
         return np.array([not error for error in _reasons(decoded)], dtype=bool)
 
-    def build_rows(self, decoded: DecodedBatch[CatalogRow], probabilities: np.ndarray, spread: np.ndarray) -> list[dict]:
-        """The output rows of `rows` from probabilities (N, K) and spreads (N,) computed elsewhere
-        (NaN for failed items), as the web service's batched inference does."""
+    def build_rows(self, decoded: DecodedBatch[CatalogRow], scores: Scores) -> list[dict]:
+        """The output rows of `rows` from scores computed elsewhere (NaN for failed items), as the
+        web service's batched inference does. The columns are described in README.md ("Columns")."""
         items = decoded.items
         errors = _reasons(decoded)
         spiral = has_spiral_semantics(self.classes)
-        p_spiral = spiral_probability(probabilities, self.classes) if spiral else np.full(len(items), np.nan)
-        confident = (np.abs(p_spiral - 0.5) >= CONFIDENT_MARGIN) & ~(spread > CONFIDENT_MAX_STD)
-        ours = {"label", "p_spiral", "p_spiral_std", "confident", "class", "galaxy_found", "error"} | {f"p_{c}" for c in self.classes}
+        nothing = np.full(len(items), np.nan)
+        p_spiral = spiral_probability(scores.probabilities, self.classes) if spiral else nothing
+        p_galaxy = galaxy_probability(scores.probabilities, self.classes) if spiral else nothing
+        confident = self.confident(p_spiral, p_galaxy, scores)
+        ours = (set(OUTPUT_COLUMNS) - {"id", "file"}) | {f"p_{c}" for c in self.classes}  # a catalog's id and file are ours too
         rows = []
         for i, (item, error) in enumerate(zip(items, errors)):
             # The input's own columns come first; one named like an output column is kept as input_NAME.
             kept = {(f"input_{name}" if name in ours else name): value for name, value in item.columns.items()}
             row = {**kept, "id": item.id, "file": str(item.file or ""), "label": "", "p_spiral": float(p_spiral[i]),
-                   "p_spiral_std": float(spread[i]), "confident": bool(confident[i])}
+                   "p_spiral_std": float(scores.spread[i]), "p_galaxy": float(p_galaxy[i]),
+                   "ood_score": float(scores.ood[i]), "confident": bool(confident[i])}
             if not error:
-                predicted = self.classes[int(np.argmax(probabilities[i]))]
-                row["label"] = ("spiral" if p_spiral[i] >= 0.5 else "elliptical") if spiral else predicted
+                predicted = self.classes[int(np.argmax(scores.probabilities[i]))]
+                row["label"] = _binary_label(p_spiral[i], p_galaxy[i]) if spiral else predicted
             if self.classes != BINARY_CLASSES:
                 row["class"] = "" if error else predicted
-                row.update({f"p_{name}": float(p) for name, p in zip(self.classes, probabilities[i])})
+                row.update({f"p_{name}": float(p) for name, p in zip(self.classes, scores.probabilities[i])})
             if self.loaded.preprocessing.framing:
                 row["galaxy_found"] = bool(decoded.galaxy_found[i])
+                row["galaxy_truncated"] = bool(decoded.galaxy_truncated[i])
             row["error"] = error
             rows.append(row)
         return rows
+
+    def confident(self, p_spiral: np.ndarray, p_galaxy: np.ndarray, scores: Scores) -> np.ndarray:
+        """p_spiral far from 0.5, the members and views agreeing (where measured), the model's mass
+        on elliptical or disk classes, and the input like the training images (where measured)."""
+        limit = self.density.limit if self.density is not None and self.density.limit is not None else np.inf
+        return ((np.abs(p_spiral - 0.5) >= CONFIDENT_MARGIN) & ~(scores.spread > CONFIDENT_MAX_STD)
+                & (p_galaxy >= CONFIDENT_MIN_GALAXY) & ~(scores.ood > limit))
+
+
+OUTPUT_COLUMNS = ("id", "file", "label", "p_spiral", "p_spiral_std", "p_galaxy", "ood_score", "confident", "class",
+                  "galaxy_found", "galaxy_truncated", "error")
+"""The columns a catalog row has besides the input's own and the class probabilities `p_CLASS`."""
+
+
+def _binary_label(p_spiral: float, p_galaxy: float) -> str:
+    """spiral or elliptical by p_spiral, where the model puts at least `LABEL_MIN_GALAXY` of its
+    probability on those classes; else uncertain."""
+    if not p_galaxy >= LABEL_MIN_GALAXY:  # NaN too
+        return "uncertain"
+    return "spiral" if p_spiral >= 0.5 else "elliptical"
 
 
 def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
@@ -275,9 +343,9 @@ def _resolve_backend(backend: str, loaded: LoadedModel) -> str:
 
 
 def onnx_bytes(loaded: LoadedModel) -> bytes:
-    """The model as an ONNX graph (input `images` (N, 3, S, S) in [0, 1]; outputs `logits` (N, K)
-    and `member_logits` (N, M, K), M = 1 but for ensembles), with the classes, preprocessing and
-    temperature in its metadata."""
+    """The model as an ONNX graph (input `images` (N, 3, S, S) in [0, 1]; outputs `logits` (N, K),
+    `member_logits` (N, M, K), M = 1 but for ensembles, and `member_features` (N, M, D), which
+    `ood_score` measures), with the classes, preprocessing and temperature in its metadata."""
     import json
 
     import onnx
@@ -288,24 +356,24 @@ def onnx_bytes(loaded: LoadedModel) -> bytes:
             super().__init__()
             self.model = model
 
-        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            members = self.model.member_logits(images)
-            return members.mean(dim=1), members
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            members, features = self.model.member_outputs(images)
+            return members.mean(dim=1), members, features
 
     size = loaded.preprocessing.image_size
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(WithMembers(loaded.model).eval(), (torch.zeros(1, 3, size, size),), buffer, dynamo=False,
-                          input_names=["images"], output_names=["logits", "member_logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "member_logits": {0: "batch"}})
+                          input_names=["images"], output_names=["logits", "member_logits", "member_features"],
+                          dynamic_axes={name: {0: "batch"} for name in ("images", "logits", "member_logits", "member_features")})
     graph = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(graph, {
         "galaxymorph_model": loaded.name, "classes": json.dumps(list(loaded.classes)),
         "preprocessing": json.dumps(loaded.preprocessing.to_dict()),
         "temperature": str(loaded.metadata.get("calibration", {}).get("temperature", 1.0)),
         "output": "logits: one per class (softmax), or one sigmoid logit for two classes; divide by temperature; "
-                  "member_logits: the same for each ensemble member"})
+                  "member_logits: the same for each ensemble member; member_features: each member's pooled features"})
     return graph.SerializeToString()
 
 

@@ -24,7 +24,6 @@ from galaxymorph.config import CALIBRATION_IMAGES
 from galaxymorph.errors import CatalogError
 from galaxymorph.models import LoadedModel, load_checkpoint
 from galaxymorph.models.checkpoint import int8_graph_path, record_in_metadata
-from galaxymorph.preprocess.parallel import decode_in_batches
 
 
 def quantized_graph(loaded: LoadedModel, calibration: np.ndarray, *, batch_size: int = 32) -> bytes:
@@ -55,35 +54,30 @@ def quantized_graph(loaded: LoadedModel, calibration: np.ndarray, *, batch_size:
 def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike, *,
                         images: int = CALIBRATION_IMAGES, workers: int = 0) -> dict:
     """Write `NAME.int8.onnx` beside a checkpoint, with ranges from the first `images` galaxies of
-    its training split in `labels`, and record in its metadata how the int8 probabilities differ
-    from float32 ones on its validation split."""
-    from galaxymorph.evaluation import rows_of_split
+    its training split in `labels`, and record in its metadata how the int8 probabilities (and
+    ood_score) differ from float32 ones on its validation split."""
+    from galaxymorph.evaluation import split_inputs
     from galaxymorph.prediction import Classifier
 
     loaded = load_checkpoint(checkpoint)
     catalog = read_labelled_catalog(labels)
-    calibration = _model_inputs([catalog.files[i] for i in rows_of_split(catalog.ids, loaded, "train", labels)[:images]],
-                                loaded, workers)
+    calibration = split_inputs(catalog, loaded, "train", labels, limit=images, workers=workers)
     if not len(calibration):
         raise CatalogError(f"catalog {labels}: no readable image in model {loaded.name}'s training split")
     path = int8_graph_path(checkpoint)
     path.write_bytes(quantized_graph(loaded, calibration))
-    validation = _model_inputs([catalog.files[i] for i in rows_of_split(catalog.ids, loaded, "val", labels)], loaded, workers)
+    validation = split_inputs(catalog, loaded, "val", labels, workers=workers)
     if not len(validation):
         raise CatalogError(f"catalog {labels}: no readable image in model {loaded.name}'s validation split to check {path.name} on")
-    exact, _ = Classifier(loaded, backend="onnx").probabilities(validation)
-    quantized, _ = Classifier(replace(loaded, int8_graph=path), backend="onnx-int8").probabilities(validation)
-    difference = np.abs(quantized - exact)
+    exact = Classifier(loaded, backend="onnx").scores(validation)
+    quantized = Classifier(replace(loaded, int8_graph=path), backend="onnx-int8").scores(validation)
+    difference = np.abs(quantized.probabilities - exact.probabilities)
     result = {"calibration_images": int(len(calibration)), "split": "val", "galaxies": int(len(validation)),
               "max_abs_difference": float(difference.max()), "mean_abs_difference": float(difference.mean()),
-              "same_class": float((quantized.argmax(axis=1) == exact.argmax(axis=1)).mean())}
+              "same_class": float((quantized.probabilities.argmax(axis=1) == exact.probabilities.argmax(axis=1)).mean())}
+    if not np.isnan(exact.ood).all():  # ood_score, where the model has a feature density
+        result["ood_score_max_relative_difference"] = float(np.max(np.abs(quantized.ood / exact.ood - 1)))
     record_in_metadata(checkpoint, "int8", result)
     return result
 
 
-def _model_inputs(files: list[Path], loaded: LoadedModel, workers: int) -> np.ndarray:
-    """The decodable files as model inputs (N, 3, S, S); unreadable ones are left out."""
-    batches = [batch.images[[not error for error in batch.errors]]  # boolean indexing copies out of shared memory
-               for batch in decode_in_batches(files, loaded.preprocessing, file_of=Path, batch_size=64, workers=workers)]
-    size = loaded.preprocessing.image_size
-    return np.concatenate(batches) if batches else np.empty((0, 3, size, size), np.float32)

@@ -28,7 +28,7 @@ from galaxymorph.catalog import CatalogRow
 from galaxymorph.config import DEFAULT_MODEL, service_api_key
 from galaxymorph.errors import ImageReadError
 from galaxymorph.models import LoadedModel, bundled_models, load_model
-from galaxymorph.prediction import Classifier
+from galaxymorph.prediction import Classifier, Scores
 from galaxymorph.preprocess.decode import ModelInput, decode_bytes
 from galaxymorph.preprocess.parallel import DecodedBatch
 
@@ -70,9 +70,9 @@ class DynamicBatcher:
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
 
-    async def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def scores(self, images: np.ndarray) -> Scores:
         if self.window <= 0:
-            return await asyncio.to_thread(self.classifier.probabilities, images)
+            return await asyncio.to_thread(self.classifier.scores, images)
         if self._worker is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run())
@@ -91,8 +91,7 @@ class DynamicBatcher:
                 except asyncio.TimeoutError:
                     break
             try:
-                probabilities, spread = await asyncio.to_thread(
-                    self.classifier.probabilities, np.concatenate([images for images, _ in waiting]))
+                scores = await asyncio.to_thread(self.classifier.scores, np.concatenate([images for images, _ in waiting]))
             except Exception as error:  # every waiting request hears of it
                 for _, done in waiting:
                     if not done.done():
@@ -101,7 +100,7 @@ class DynamicBatcher:
             start = 0
             for images, done in waiting:
                 if not done.done():
-                    done.set_result((probabilities[start:start + len(images)], spread[start:start + len(images)]))
+                    done.set_result(scores[start:start + len(images)])
                 start += len(images)
 
 
@@ -162,13 +161,13 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
             items=[CatalogRow(name, None) for name, _ in named],
             images=np.stack([d.pixels if isinstance(d, ModelInput) else np.zeros((3, size, size), np.float32) for d in decoded]),
             errors=[d.reason if isinstance(d, ImageReadError) else "" for d in decoded],
-            galaxy_found=[d.galaxy_found if isinstance(d, ModelInput) else None for d in decoded])
+            galaxy_found=[d.galaxy_found if isinstance(d, ModelInput) else None for d in decoded],
+            galaxy_truncated=[d.galaxy_truncated if isinstance(d, ModelInput) else None for d in decoded])
         good = classifier.decoded_well(batch)
-        probabilities = np.full((len(named), len(loaded.classes)), np.nan)
-        spread = np.full(len(named), np.nan)
+        scores = Scores.missing(len(named), len(loaded.classes))
         if good.any():
-            probabilities[good], spread[good] = await batcher.probabilities(batch.images[good])
-        rows = classifier.build_rows(batch, probabilities, spread)
+            scores[good] = await batcher.scores(batch.images[good])
+        rows = classifier.build_rows(batch, scores)
         for row in rows:
             del row["file"]
         return rows

@@ -58,6 +58,12 @@ class GalaxyClassifier(nn.Module):
         """Logits (N, M, K) of each of the M members of an ensemble; M = 1 for a single model."""
         return self(images)[:, None]
 
+    def member_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`member_logits` and each member's features (N, M, D): the last block's activations
+        averaged over positions, where `ood_score` measures how typical an input is."""
+        features = self.forward_features(images)
+        return self.forward_head(features)[:, None], features.mean(dim=(2, 3))[:, None]
+
 
 def logits_to_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """(N, 1) sigmoid logits or (N, K) softmax logits -> (N, K) class probabilities."""

@@ -27,6 +27,10 @@ class GalaxyEnsemble(GalaxyClassifier):
     def member_logits(self, images: torch.Tensor) -> torch.Tensor:
         return torch.stack([member(images) for member in self.members], dim=1)
 
+    def member_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, features = zip(*(member.member_outputs(images) for member in self.members))
+        return torch.cat(logits, dim=1), torch.cat(features, dim=1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.member_logits(images).mean(dim=1)
 

@@ -61,7 +61,7 @@ def write_report(catalog: str | os.PathLike, output: str | os.PathLike, *, label
         if not scored:
             raise CatalogError(f"labels {labels}: no id in common with {catalog} (or no spiral/elliptical labels)")
         page.section("Evaluation against the labels", _evaluation(page, scored))
-        wrong = sorted((row for row in scored if row["label"] != row["truth"]),
+        wrong = sorted((row for row in scored if (row["p_spiral"] >= 0.5) != (row["truth"] == "spiral")),
                        key=lambda row: -abs(row["p_spiral"] - 0.5))
         page.section(f"Misclassified ({len(wrong)}), most confident first, with Grad-CAM overlays",
                      page.gallery(wrong[:gallery_size], explained=True))

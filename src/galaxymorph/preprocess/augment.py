@@ -4,7 +4,9 @@ A galaxy has no preferred orientation, so any rotation keeps its class; a mirror
 class too, except that it reverses the winding of spiral arms, so mirrored clockwise spirals become
 anticlockwise ones. A small zoom jitter makes the model less sensitive to the galaxy's apparent size.
 `survey_augment` then makes one survey's images look like another's: coarser resolution, other
-colour stretches, more noise, stronger JPEG compression.
+colour stretches, more noise, stronger JPEG compression. `tight_cutout` re-renders a whole wide
+cutout as a cutout service makes a tight, zoomed one, in which the galaxy fills or overflows the
+frame; the model input is then made from it as from any file.
 """
 
 from __future__ import annotations
@@ -93,6 +95,48 @@ def survey_augment(images: torch.Tensor, generator: torch.Generator,
     for i in torch.nonzero(chosen(settings.jpeg_share)).flatten().tolist():
         images[i] = _jpeg_round_trip(images[i], int(qualities[i]))
     return images
+
+
+@dataclass(frozen=True)
+class TightCutouts:
+    """How `tight_cutout` turns a wide cutout into a tight one.
+
+    The field is the central `field_share` of the side (drawn log-uniformly), resampled to a side
+    drawn from `size` px (bicubic, as cutout services resample), then saved as JPEG at
+    `jpeg_quality`. gz1-sdss cutouts are scaled to their galaxy (about ten Petrosian radii across),
+    where the defaults zoom in 2-8 times: the galaxy fills or overflows the frame, and small fields
+    are upsampled as soft as tight 0.1-0.2"/px SDSS cutouts.
+    """
+
+    field_share: tuple[float, float] = (0.12, 0.5)
+    size: tuple[int, int] = (96, 320)
+    jpeg_quality: int = 75
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.field_share[0] <= self.field_share[1] <= 1.0:
+            raise ValueError(f"field_share must be a range within (0, 1], got {self.field_share}")
+        if not 8 <= self.size[0] <= self.size[1]:
+            raise ValueError(f"size must be a range of sides of at least 8 px, got {self.size}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tight_cutout(image: Image.Image, rng: np.random.Generator, settings: TightCutouts = TightCutouts()) -> bytes:
+    """A tight JPEG cutout (bytes) of the centre of a wide RGB cutout."""
+    low, high = settings.field_share
+    share = math.exp(rng.uniform(math.log(low), math.log(high)))
+    size = int(rng.integers(settings.size[0], settings.size[1] + 1))
+    buffer = io.BytesIO()
+    central_field(image, share, size).save(buffer, format="JPEG", quality=settings.jpeg_quality)
+    return buffer.getvalue()
+
+
+def central_field(image: Image.Image, share: float, size: int) -> Image.Image:
+    """The central `share` of an image's side resampled to `size` px (bicubic, as cutout services resample)."""
+    side = min(image.size) * share
+    left, top = (image.width - side) / 2, (image.height - side) / 2
+    return image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
 
 
 def _jpeg_round_trip(image: torch.Tensor, quality: int) -> torch.Tensor:

@@ -43,10 +43,12 @@ the central half at twice the resolution."""
 
 @dataclass(frozen=True)
 class ModelInput:
-    """A decoded, framed image; `galaxy_found` is None when framing is off."""
+    """A decoded, framed image; `galaxy_found` (a central galaxy was found) and `galaxy_truncated`
+    (it runs off the image, which is then classified whole) are None when framing is off."""
 
     pixels: np.ndarray
     galaxy_found: bool | None
+    galaxy_truncated: bool | None = None
 
 
 def load_image(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing()) -> np.ndarray:
@@ -158,8 +160,10 @@ def _crop_box(width: int, height: int, crop_fraction: float) -> tuple[float, flo
 
 def _frame_box(width: int, height: int, preprocessing: Preprocessing,
                reduced_intensity: Callable[[tuple[int, int, int], int], np.ndarray],
-               ) -> tuple[tuple[float, float, float, float], bool | None]:
-    """The crop box: around the central galaxy when framing is on and finds one, else the fixed crop.
+               ) -> tuple[tuple[float, float, float, float], bool | None, bool | None]:
+    """The crop box: around the central galaxy when framing is on and finds one, else the fixed crop;
+    the whole image (its central square) when galaxy light fills it. Then whether a galaxy was
+    found and whether it may be truncated (`CentralSource.truncated`; None when framing is off).
 
     `reduced_intensity((left, top, side), factor)` gives the intensity of a square region reduced by
     a whole factor (`side` a multiple of it). The galaxy is searched for on the whole image reduced
@@ -168,22 +172,26 @@ def _frame_box(width: int, height: int, preprocessing: Preprocessing,
     """
     fixed = _crop_box(width, height, preprocessing.crop_fraction)
     if not preprocessing.framing:
-        return fixed, None
-    side = min(width, height)
+        return fixed, None, None
+    side, truncated = min(width, height), False
     while True:
         factor = max(1, side // FRAMING_WORK_SIZE)
         searched = side // factor * factor
         search_left, search_top = (width - searched) / 2, (height - searched) / 2
         source = find_central_source(_centred_search(reduced_intensity, search_left, search_top, searched, factor))
         if not source.found:
-            return fixed, False
+            return fixed, False, False
+        if side == min(width, height):
+            truncated = source.truncated
+            if source.fills_frame:  # its measured size would be its core's
+                return _crop_box(width, height, 1.0), True, True
         if factor == 1 or source.radius_50 * factor > side * SMALL_GALAXY:
             break
         side //= 2
     x, y = search_left + (source.x + 0.5) * factor, search_top + (source.y + 0.5) * factor
     crop = float(np.clip(2 * source.radius_50 * factor / preprocessing.frame_fill, MIN_IMAGE_SIZE, min(width, height)))
     left, top = float(np.clip(x - crop / 2, 0, width - crop)), float(np.clip(y - crop / 2, 0, height - crop))
-    return (left, top, left + crop, top + crop), True
+    return (left, top, left + crop, top + crop), True, truncated
 
 
 def _centred_search(reduced_intensity: Callable[[tuple[int, int, int], int], np.ndarray],
@@ -209,13 +217,13 @@ def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
         grey = intensity.crop((left, top, left + side, top + side))
         return np.asarray(grey.reduce(factor) if factor > 1 else grey, dtype=np.float32) / 255.0
 
-    (left, top, right, bottom), found = _frame_box(image.width, image.height, preprocessing, reduced_intensity)
+    (left, top, right, bottom), found, truncated = _frame_box(image.width, image.height, preprocessing, reduced_intensity)
     margin = 2 + math.ceil((right - left) / preprocessing.image_size)  # the resampling filter's reach
     region = (max(0, math.floor(left) - margin), max(0, math.floor(top) - margin),
               min(image.width, math.ceil(right) + margin), min(image.height, math.ceil(bottom) + margin))
     pixels = np.asarray(image.crop(region), dtype=np.float32).transpose(2, 0, 1) / 255.0
     box = (left - region[0], top - region[1], right - region[0], bottom - region[1])
-    return ModelInput(_resample_bands(pixels, box, preprocessing.image_size), found)
+    return ModelInput(_resample_bands(pixels, box, preprocessing.image_size), found, truncated)
 
 
 def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
@@ -228,8 +236,8 @@ def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
         intensity = bands[:, top:top + side, left:left + side].mean(axis=0, dtype=np.float64)
         return intensity.reshape(cells, factor, cells, factor).mean(axis=(1, 3))
 
-    box, found = _frame_box(width, height, preprocessing, reduced_intensity)
-    return ModelInput(_resample_bands(bands, box, preprocessing.image_size), found)
+    box, found, truncated = _frame_box(width, height, preprocessing, reduced_intensity)
+    return ModelInput(_resample_bands(bands, box, preprocessing.image_size), found, truncated)
 
 
 def _resample_bands(bands: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:

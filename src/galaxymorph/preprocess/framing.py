@@ -10,6 +10,12 @@ by the noise alone reached further out, and into neighbours, on smoother or zoom
 `radius_50`, the radius around its light-weighted centre that encloses half of its sky-subtracted
 light: the half-light radius changes little when faint outskirts or a faint neighbour join the
 detection, unlike radii that enclose most of the light.
+
+A galaxy is `truncated` when it may run off the image: its pixels reach the edge (a galaxy larger
+than the frame, or one joined to a bright neighbour that is), or the "sky" (the median of the
+image) is brighter than `BRIGHT_SKY`, which survey renderings keep near black: the frame is then
+mostly galaxy light (`fills_frame`), the sky level is the galaxy's, and only its core would be
+measured.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ CENTRE_WINDOW = 0.1
 """Side of the central window, as a fraction of the image side, where the galaxy must be detected."""
 PEAK_FRACTION = 0.1
 """Source pixels are at least this share of the (smoothed, sky-subtracted) central peak."""
+BRIGHT_SKY = 0.2
+"""A median intensity above this (on a 0-1 scale) is galaxy light filling the frame, not sky."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,14 @@ class CentralSource:
     x: float = 0.0
     y: float = 0.0
     radius_50: float = 0.0
+    at_edge: bool = False
+    """Its pixels reach the edge of the image."""
+    fills_frame: bool = False
+    """The image's median is brighter than `BRIGHT_SKY`: galaxy light, not sky."""
+
+    @property
+    def truncated(self) -> bool:
+        return self.at_edge or self.fills_frame
 
 
 def find_central_source(intensity: np.ndarray) -> CentralSource:
@@ -51,7 +67,9 @@ def find_central_source(intensity: np.ndarray) -> CentralSource:
     distance = np.hypot(xs - x, ys - y)
     order = np.argsort(distance)
     radius_50 = float(distance[order][np.searchsorted(np.cumsum(weights[order]) / total, 0.5)])
-    return CentralSource(True, x, y, max(radius_50, 0.5))
+    height, width = segment.shape
+    at_edge = bool(ys.min() == 0 or xs.min() == 0 or ys.max() == height - 1 or xs.max() == width - 1)
+    return CentralSource(True, x, y, max(radius_50, 0.5), at_edge, sky > BRIGHT_SKY)
 
 
 def central_segment(intensity: np.ndarray) -> np.ndarray | None:

@@ -42,13 +42,14 @@ class ImageSource(Protocol):
 @dataclass
 class DecodedBatch(Generic[Item]):
     """Items with their model inputs (zeros where decoding failed), error reasons ('' when fine) and,
-    with framing on, whether a central galaxy was found. From `decode_in_batches` with workers,
+    with framing on, whether a central galaxy was found and whether it runs off the image. From `decode_in_batches` with workers,
     `images` lies in shared memory that the next batch reuses: copy it to keep it."""
 
     items: list[Item]
     images: np.ndarray
     errors: list[str]
     galaxy_found: list[bool | None]
+    galaxy_truncated: list[bool | None]
 
 
 def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Preprocessing, *,
@@ -60,7 +61,7 @@ def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Prep
     """
     size = preprocessing.image_size
     images = np.empty((len(files), CHANNELS, size, size), dtype=np.float32) if out is None else out
-    batch = DecodedBatch(list(files), images, [""] * len(files), [None] * len(files))
+    batch = DecodedBatch(list(files), images, [""] * len(files), [None] * len(files), [None] * len(files))
     for i, file in enumerate(files):
         images[i] = 0.0
         if file is None:
@@ -70,7 +71,7 @@ def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Prep
         except ImageReadError as exc:
             batch.errors[i] = str(exc)
         else:
-            images[i], batch.galaxy_found[i] = decoded.pixels, decoded.galaxy_found
+            images[i], batch.galaxy_found[i], batch.galaxy_truncated[i] = decoded.pixels, decoded.galaxy_found, decoded.galaxy_truncated
     return batch
 
 
@@ -100,6 +101,14 @@ def decode_in_batches(
     with _shared_blocks(in_flight + 1, shape, inherited=context.get_start_method() == "fork") as blocks, \
             ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from _pipelined(pool, batches, preprocessing, file_of, blocks, shape)
+
+
+def model_inputs(files: Sequence[Path], preprocessing: Preprocessing, workers: int) -> np.ndarray:
+    """The decodable files as model inputs (N, 3, S, S), in a plain array; unreadable ones are left out."""
+    batches = [batch.images[[not error for error in batch.errors]]  # boolean indexing copies out of shared memory
+               for batch in decode_in_batches(files, preprocessing, file_of=Path, batch_size=64, workers=workers)]
+    size = preprocessing.image_size
+    return np.concatenate(batches) if batches else np.empty((0, CHANNELS, size, size), np.float32)
 
 
 @contextmanager
@@ -147,16 +156,16 @@ def _pipelined(pool: Executor, batches: Iterator[list], preprocessing: Preproces
         submit_next()
     while pending:
         batch, block, future = pending.popleft()
-        errors, galaxy_found = future.result()
+        errors, galaxy_found, galaxy_truncated = future.result()
         images = np.ndarray(shape, dtype=np.float32, buffer=block.buf)[:len(batch)]
-        yield DecodedBatch(batch, images, errors, galaxy_found)
+        yield DecodedBatch(batch, images, errors, galaxy_found, galaxy_truncated)
         del images
         free.append(block)  # the caller has asked for the next batch: this one's block is free again
         submit_next()
 
 
 def _decode_into_block(name: str, shape: tuple[int, ...], files: list, preprocessing: Preprocessing
-                       ) -> tuple[list[str], list[bool | None]]:
+                       ) -> tuple[list[str], list[bool | None], list[bool | None]]:
     """In a worker: decode into the named shared-memory block; only the reasons travel back."""
     if name not in _blocks:  # not inherited through fork: attach by name
         _blocks[name] = shared_memory.SharedMemory(name=name)
@@ -164,4 +173,4 @@ def _decode_into_block(name: str, shape: tuple[int, ...], files: list, preproces
     out = np.ndarray(shape, dtype=np.float32, buffer=block.buf)[:len(files)]
     batch = decode_files(files, preprocessing, out=out)
     del out
-    return batch.errors, batch.galaxy_found
+    return batch.errors, batch.galaxy_found, batch.galaxy_truncated

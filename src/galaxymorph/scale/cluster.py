@@ -17,7 +17,7 @@ from pathlib import Path
 
 from galaxymorph.catalog import FILE_COLUMNS, ID_COLUMNS, CatalogRow, catalog_row, find_column, sky_position
 from galaxymorph.config import DEFAULT_MODEL
-from galaxymorph.prediction import Classifier, ClassifySummary, PredictOptions
+from galaxymorph.prediction import Classifier, ClassifySummary, PredictOptions, Scores
 from galaxymorph.preprocess.parallel import DecodedBatch
 from galaxymorph.remote import CutoutCache, CutoutService, FetchOptions
 
@@ -149,8 +149,8 @@ def _output_meta(classifier: Classifier, input_meta):
     import pandas as pd
 
     def probe_row(columns: dict) -> dict:
-        decoded = DecodedBatch([CatalogRow("", None, "probe", columns)], np.zeros((1, 0)), [""], [None])
-        return classifier.build_rows(decoded, np.full((1, len(classifier.classes)), np.nan), np.full(1, np.nan))[0]
+        decoded = DecodedBatch([CatalogRow("", None, "probe", columns)], np.zeros((1, 0)), [""], [None], [None])
+        return classifier.build_rows(decoded, Scores.missing(1, len(classifier.classes)))[0]
 
     ours = probe_row({})
     types = {bool: "bool", float: "float64", str: "string"}

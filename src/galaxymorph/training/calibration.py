@@ -2,22 +2,31 @@
 
 One number T divides the logits, which changes how sure the model is without changing what it
 ranks first. T is fitted on the validation split's p_spiral (the quantity astronomers use) and
-stored in the checkpoint's metadata, where prediction picks it up.
+stored in the checkpoint's metadata, where prediction picks it up. The same step fits the feature
+density behind `ood_score` on training images and sets its limit on the validation split.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 
-from galaxymorph.catalog import CatalogRow, read_labelled_catalog
+from galaxymorph.catalog import CatalogRow, LabelledCatalog, read_labelled_catalog
+from galaxymorph.config import BATCH_SIZE
 from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import BINARY_CLASSES, binary_label, has_spiral_semantics, spiral_probability
 from galaxymorph.metrics import expected_calibration_error, log_loss
-from galaxymorph.models import load_checkpoint
+from galaxymorph.models import LoadedModel, load_checkpoint
 from galaxymorph.models.checkpoint import record_in_metadata
+from galaxymorph.typicality import FeatureDensity
+
+DENSITY_IMAGES = 2000
+"""Training galaxies whose features the density behind `ood_score` is fitted to."""
+TYPICAL_SHARE = 0.95
+"""Share of the validation galaxies whose `ood_score` is within the limit (the rest are not `confident`)."""
 
 
 def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -44,7 +53,9 @@ def fit_temperature(probabilities: np.ndarray, is_spiral: np.ndarray, classes: t
 
 
 def calibrate(checkpoint: str | os.PathLike, labels: str | os.PathLike, *, split: str = "val", options=None) -> dict:
-    """Fit the temperature of a checkpoint on a split of its labelled catalog and save it in its metadata."""
+    """Fit the temperature of a checkpoint on a split of its labelled catalog, and the feature
+    density behind `ood_score` (`fit_feature_density`), and save both in its metadata; nothing is
+    saved when either cannot be fitted."""
     from galaxymorph.evaluation import rows_of_split
     from galaxymorph.prediction import PredictOptions, predict
 
@@ -52,8 +63,8 @@ def calibrate(checkpoint: str | os.PathLike, labels: str | os.PathLike, *, split
     if not has_spiral_semantics(loaded.classes):
         raise ModelError(f"model {loaded.name} has no spiral/elliptical classes to calibrate p_spiral on")
     loaded.metadata.pop("calibration", None)  # fit on the uncalibrated model
-    catalog = read_labelled_catalog(labels)
-    catalog = catalog.subset(rows_of_split(catalog.ids, loaded, split, labels))
+    full_catalog = read_labelled_catalog(labels)
+    catalog = full_catalog.subset(rows_of_split(full_catalog.ids, loaded, split, labels))
     rows = [CatalogRow(i, f) for i, f, label in zip(catalog.ids, catalog.files, catalog.labels) if binary_label(label)]
     if not rows:
         raise CatalogError(f"catalog {labels}: no spiral or elliptical galaxies in model {loaded.name}'s {split!r} split")
@@ -71,5 +82,34 @@ def calibrate(checkpoint: str | os.PathLike, labels: str | os.PathLike, *, split
         "ece_before": expected_calibration_error(spiral_probability(probabilities, loaded.classes), is_spiral),
         "ece_after": expected_calibration_error(calibrated, is_spiral),
     }
+    typicality = fit_feature_density(loaded, full_catalog, labels, split=split,
+                                     workers=options.workers if options is not None else 0)
     record_in_metadata(checkpoint, "calibration", result)
-    return result
+    record_in_metadata(checkpoint, "typicality", typicality)
+    return {**result, "typicality": {key: value for key, value in typicality.items() if key not in ("mean", "whitening")}}
+
+
+def fit_feature_density(loaded: LoadedModel, catalog: LabelledCatalog, labels: str | os.PathLike, *, split: str = "val",
+                        images: int = DENSITY_IMAGES, typical_share: float = TYPICAL_SHARE, workers: int = 0) -> dict:
+    """The feature density (`typicality.FeatureDensity`) of a model, fitted to the first `images`
+    galaxies of its training split, with the limit of `ood_score` at the `typical_share` quantile
+    of the scores of `split`, as the metadata's `typicality` holds it."""
+    from galaxymorph.evaluation import split_inputs
+    from galaxymorph.prediction import Classifier
+
+    classifier = Classifier(loaded, backend="torch")
+
+    def features(split_name: str, limit: int | None = None) -> np.ndarray:
+        inputs = split_inputs(catalog, loaded, split_name, labels, limit=limit, workers=workers)
+        return np.concatenate([classifier.member_outputs(inputs[start:start + BATCH_SIZE])[1]
+                               for start in range(0, len(inputs), BATCH_SIZE)])
+
+    training = features("train", images)
+    if len(training) <= training.shape[2]:
+        raise CatalogError(f"catalog {labels}: {len(training)} readable galaxies in model {loaded.name}'s training split, "
+                           f"too few to fit the density of its {training.shape[2]} features (more are needed)")
+    density = FeatureDensity.fit(training)
+    scores = density.score(features(split))
+    density = replace(density, limit=float(np.quantile(scores, typical_share)))
+    return {**density.to_dict(), "images": len(training), "limit_split": split, "typical_share": typical_share,
+            "median_score": float(np.median(scores))}

@@ -5,21 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from galaxymorph.catalog import LabelledCatalog
 from galaxymorph.config import Preprocessing, cache_dir
-from galaxymorph.errors import CatalogError
+from galaxymorph.errors import CatalogError, ImageReadError
 from galaxymorph.labels import BINARY_CLASSES, GZ1_CLASSES, binary_label
+from galaxymorph.preprocess.augment import TightCutouts, tight_cutout
+from galaxymorph.preprocess.decode import ModelInput, decode_bytes
 from galaxymorph.preprocess.framing import central_segment
 from galaxymorph.preprocess.parallel import decode_in_batches
 
 CLASS_SCHEMES = ("binary", "gz1", "labels")
-DECODED_CACHE_VERSION = 7
+DECODED_CACHE_VERSION = 8
 """Bump when decoding changes, so that cached training sets are decoded again."""
 AUGMENTATION_MARGIN = 1.5
 """Training images are decoded this much wider than the model input, so rotations have no corners."""
@@ -76,23 +79,80 @@ def training_preprocessing(preprocessing: Preprocessing) -> Preprocessing:
 def decode_catalog(catalog: LabelledCatalog, preprocessing: Preprocessing, *, workers: int,
                    use_cache: bool = True) -> tuple[np.ndarray, list[str]]:
     """All images of a catalog as uint8 (N, 3, S, S), cached on disk by content of the request."""
-    request = [DECODED_CACHE_VERSION, [str(f) for f in catalog.files], preprocessing.to_dict()]
-    key = hashlib.sha1(json.dumps(request).encode()).hexdigest()
-    cached = cache_dir() / f"decoded-{key[:16]}.npz"
+    def decode() -> dict[str, np.ndarray]:
+        images, errors = [], []
+        for batch in decode_in_batches(catalog.files, preprocessing, file_of=Path, batch_size=64, workers=workers):
+            images.append(np.round(batch.images * 255).astype(np.uint8))
+            errors += batch.errors
+        return {"images": np.concatenate(images), "errors": np.array(errors)}
+
+    request = [[str(f) for f in catalog.files], preprocessing.to_dict()]
+    stored = _cached("decoded", request, decode, use_cache)
+    return stored["images"], stored["errors"].tolist()
+
+
+def _cached(kind: str, request: list, compute: Callable[[], dict[str, np.ndarray]], use_cache: bool) -> dict[str, np.ndarray]:
+    """Arrays that `compute` makes, cached on disk under a hash of `request` (and the cache version)."""
+    key = hashlib.sha1(json.dumps([DECODED_CACHE_VERSION, *request]).encode()).hexdigest()
+    cached = cache_dir() / f"{kind}-{key[:16]}.npz"
     if use_cache and cached.is_file():
         with np.load(cached) as stored:
-            return stored["images"], stored["errors"].tolist()
-    images, errors = [], []
-    for batch in decode_in_batches(catalog.files, preprocessing, file_of=Path, batch_size=64, workers=workers):
-        images.append(np.round(batch.images * 255).astype(np.uint8))
-        errors += batch.errors
-    images = np.concatenate(images)
+            return dict(stored)
+    arrays = compute()
     if use_cache:
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial.npz")  # one per process: runs started together
-        np.savez(partial, images=images, errors=np.array(errors))
+        np.savez(partial, **arrays)
         partial.replace(cached)
-    return images, errors
+    return arrays
+
+
+@dataclass(frozen=True)
+class TightView:
+    """A tight, zoomed rendering of an image file (`tight_cutout`, seeded), decoded like any file."""
+
+    file: Path
+    seed: tuple[int, ...]
+    settings: TightCutouts = TightCutouts()
+
+    def model_input(self, preprocessing: Preprocessing) -> ModelInput:
+        try:
+            with Image.open(self.file) as image:
+                data = tight_cutout(image.convert("RGB"), np.random.default_rng(self.seed), self.settings)
+        except (OSError, ValueError) as error:  # FITS, 16-bit or corrupt files: no tight view, the file as it is
+            raise ImageReadError(self.file, f"no tight view: {error}") from error
+        return decode_bytes(data, str(self.file), preprocessing)
+
+
+def decode_tight_views(files: Sequence[Path], preprocessing: Preprocessing, *, views: int, seed: int,
+                       settings: TightCutouts = TightCutouts(), workers: int,
+                       use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """`views` tight renderings of each file as uint8 (N, views, 3, S', S'), S' the training size
+    (`training_preprocessing`), and whether each decoded (N, views); cached like `decode_catalog`.
+
+    Each rendering becomes the model input exactly as `classify` would make it from such a cutout,
+    padded by reflection to the wider training view, so that the centre view is that input.
+    """
+    wider = training_preprocessing(preprocessing).image_size - preprocessing.image_size
+    if wider % 2:  # the centre view would sit half a pixel off the input that classify makes
+        raise ValueError(f"tight views need a training view wider than the input by an even number of px; "
+                         f"image_size {preprocessing.image_size} gives {wider}")
+
+    def decode() -> dict[str, np.ndarray]:
+        rendered = [TightView(Path(file), (seed, row, view), settings) for row, file in enumerate(files) for view in range(views)]
+        margin = (wider // 2, wider // 2)
+        images, decoded = [], []
+        for batch in decode_in_batches(rendered, preprocessing, file_of=lambda view: view, batch_size=64, workers=workers):
+            padded = np.pad(batch.images, ((0, 0), (0, 0), margin, margin), mode="reflect")
+            images.append(np.round(padded * 255).astype(np.uint8))
+            decoded += [not error for error in batch.errors]
+        images = np.concatenate(images)
+        return {"images": images.reshape(len(files), views, *images.shape[1:]),
+                "decoded": np.array(decoded, dtype=bool).reshape(len(files), views)}
+
+    request = [[str(f) for f in files], preprocessing.to_dict(), views, seed, settings.to_dict()]
+    stored = _cached("tight", request, decode, use_cache)
+    return stored["images"], stored["decoded"]
 
 
 def galaxy_masks(images: np.ndarray, output_size: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +15,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from galaxymorph.catalog import read_labelled_catalog
+from galaxymorph.catalog import LabelledCatalog, read_labelled_catalog
 from galaxymorph.config import BATCH_SIZE, CHANNELS, SPLIT_FRACTIONS, SPLIT_SEED, Preprocessing
 from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.metrics import binary_summary
 from galaxymorph.models import GalaxyClassifier, GalaxyEnsemble, create_model, load_model, logits_to_probabilities, save_checkpoint
-from galaxymorph.preprocess.augment import SurveyAugmentation, centre_view, survey_augment, symmetry_augment
-from galaxymorph.training.data import choose_classes, decode_catalog, galaxy_masks, stratified_split, training_preprocessing
+from galaxymorph.preprocess.augment import SurveyAugmentation, TightCutouts, centre_view, survey_augment, symmetry_augment
+from galaxymorph.training.data import (choose_classes, decode_catalog, decode_tight_views, galaxy_masks, stratified_split,
+                                       training_preprocessing)
 
 
 RECALIBRATION_IMAGES = 1024
@@ -47,6 +48,12 @@ class TrainConfig:
     augment: bool = True
     survey_augmentation: SurveyAugmentation | None = field(default_factory=SurveyAugmentation)
     """With `augment`: blur, colour-stretch, noise and JPEG changes that mimic other surveys (None: off)."""
+    tight_views: int = 0
+    """With `augment`: tight, zoomed renderings made of each training image (`tight_cutout`), in
+    which the galaxy fills or overflows the frame (0: none)."""
+    tight_share: float = 0.3
+    """With `tight_views`: share of the training images replaced, each time they are drawn, by one of their tight views."""
+    tight_cutouts: TightCutouts = field(default_factory=TightCutouts)
     evidence_penalty: float = 0.0
     """Weight of `evidence_outside_galaxy` in the loss (0: off): the share of the labelled class's
     activation map that lies outside the central galaxy."""
@@ -61,6 +68,9 @@ class TrainConfig:
     """Seed of the train/val/test split (None: `seed`); members of an ensemble share one split."""
     split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     max_rows: int | None = None
+    extra_labels: Path | None = None
+    """A second labelled catalog whose rows are added to the training split alone (pseudo-labels of
+    unlabelled images, another survey's labels); `labels` keeps its own split."""
     train_share: float = 1.0
     """Share of the training split to train on, a seeded subset stratified by label (learning curves);
     the validation and test splits stay whole."""
@@ -78,6 +88,12 @@ class TrainConfig:
     on the CPU, so a seed gives the same images everywhere."""
     progress: bool = True
     use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tight_views < 0:
+            raise ValueError(f"tight_views must be at least 0, got {self.tight_views}")
+        if not 0.0 <= self.tight_share <= 1.0:
+            raise ValueError(f"tight_share must be in [0, 1], got {self.tight_share}")
 
 
 def get_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -261,10 +277,73 @@ def estimate_metrics(model: GalaxyClassifier, images: np.ndarray, targets: np.nd
     return metrics
 
 
-def selection_score(metrics: dict[str, float]) -> tuple[float, float]:
+def selection_score(metrics: dict[str, dict[str, float]]) -> tuple[float, float]:
     """What 'best checkpoint' means: spiral ROC AUC when defined, accuracy otherwise; ties go to the
-    lower validation loss (a perfect AUC is reached long before the probabilities settle)."""
-    return (metrics.get("spiral_roc_auc", metrics["accuracy"]), -metrics["loss"])
+    lower validation loss (a perfect AUC is reached long before the probabilities settle). Both are
+    averaged over the validation sets: the split as it is and, with tight views, its tight renderings."""
+    sets = list(metrics.values())
+    return (float(np.mean([m.get("spiral_roc_auc", m["accuracy"]) for m in sets])),
+            -float(np.mean([m["loss"] for m in sets])))
+
+
+def validation_sets(images: np.ndarray, targets: np.ndarray, rows: np.ndarray, files: list[Path],
+                    preprocessing: Preprocessing, config: TrainConfig, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The validation images and targets: `validation`, the split as it is, and with tight views
+    `tight_validation`, one tight rendering of each (seeded by the split, the same for every member
+    of an ensemble), so that the best epoch is also good on galaxies that fill or overflow the frame."""
+    sets = {"validation": (images[rows], targets[rows])}
+    if config.augment and config.tight_views:
+        tight, decoded = decode_tight_views([files[i] for i in rows], preprocessing, views=1, seed=seed,
+                                            settings=config.tight_cutouts, workers=config.workers, use_cache=config.use_cache)
+        sets["tight_validation"] = (tight[decoded[:, 0], 0], targets[rows][decoded[:, 0]])
+    return sets
+
+
+@dataclass
+class TrainingImages:
+    """Decoded training images (uint8, wider than the model input) and, with the evidence penalty,
+    their galaxy masks; with tight views, each drawn image is replaced by one of its tight views
+    with probability `tight_share`."""
+
+    images: np.ndarray
+    masks: np.ndarray | None
+    tight: np.ndarray | None = None
+    """Tight views (R, V, 3, S, S) of the rows that `tight_index` maps to 0..R-1 (-1: none)."""
+    tight_masks: np.ndarray | None = None
+    tight_index: np.ndarray | None = None
+    tight_decoded: np.ndarray | None = None
+    tight_share: float = 0.0
+
+    def batch(self, rows: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+        """The images of `rows` (N, 3, S, S), with the mask as a fourth channel when there are masks,
+        so that it travels through rotation and zoom with the image."""
+        images = self.images[rows]
+        masks = None if self.masks is None else self.masks[rows]
+        if self.tight is not None:
+            chosen = (torch.rand(len(rows), generator=generator) < self.tight_share).numpy()
+            views = torch.randint(self.tight.shape[1], (len(rows),), generator=generator).numpy()
+            index = self.tight_index[rows]
+            chosen &= (index >= 0) & self.tight_decoded[index, views]
+            images[chosen] = self.tight[index[chosen], views[chosen]]
+            if masks is not None:
+                masks[chosen] = self.tight_masks[index[chosen], views[chosen]]
+        batch = torch.from_numpy(images)
+        return batch if masks is None else torch.cat([batch, torch.from_numpy(masks)[:, None]], dim=1)
+
+
+def tight_training_views(training: TrainingImages, files: list[Path], rows: np.ndarray, preprocessing: Preprocessing,
+                         config: TrainConfig) -> TrainingImages:
+    """`training` with `config.tight_views` tight views of each of `rows` (the training rows)."""
+    tight, decoded = decode_tight_views([files[i] for i in rows], preprocessing, views=config.tight_views,
+                                        seed=config.seed, settings=config.tight_cutouts, workers=config.workers,
+                                        use_cache=config.use_cache)
+    index = np.full(len(training.images), -1, dtype=np.int64)
+    index[rows] = np.arange(len(rows))
+    masks = None
+    if training.masks is not None:
+        masks = galaxy_masks(tight.reshape(-1, *tight.shape[2:]), preprocessing.image_size).reshape(*tight.shape[:2], *tight.shape[3:])
+    return replace(training, tight=tight, tight_masks=masks, tight_index=index, tight_decoded=decoded,
+                   tight_share=config.tight_share)
 
 
 def train(config: TrainConfig) -> Path:
@@ -281,6 +360,17 @@ def train(config: TrainConfig) -> Path:
         keep = np.random.default_rng(split_seed).choice(len(catalog), config.max_rows, replace=False)
         catalog = catalog.subset(sorted(keep.tolist()))
     split = stratified_split(catalog.labels, config.split_fractions, split_seed)
+    extra_rows = 0
+    if config.extra_labels is not None:  # training rows only: the catalog's own split stays as it is
+        extra = read_labelled_catalog(config.extra_labels)
+        held_out = {catalog.ids[i] for i in split["val"] + split["test"]} | {catalog.files[i] for i in split["val"] + split["test"]}
+        leaked = [row_id for row_id, file in zip(extra.ids, extra.files) if row_id in held_out or file in held_out]
+        if leaked:
+            raise CatalogError(f"extra labels {config.extra_labels}: {len(leaked)} row(s) are validation or test galaxies "
+                               f"of {config.labels} (e.g. {leaked[0]}); they would leak into training")
+        split["train"] += list(range(len(catalog), len(catalog) + len(extra)))
+        catalog, extra_rows = LabelledCatalog(catalog.ids + extra.ids, catalog.files + extra.files,
+                                              catalog.labels + extra.labels, catalog.source), len(extra)
     classes, targets = choose_classes(catalog.labels, config.classes)
     model, architecture, preprocessing, kept_output_layer = start_model(config, classes)
     if model.input_size not in (None, preprocessing.image_size):
@@ -302,7 +392,10 @@ def train(config: TrainConfig) -> Path:
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise CatalogError(f"catalog {config.labels}: too few usable images to train on "
                            f"({len(train_rows)} for training, {len(val_rows)} for validation)")
-    val_images, val_targets = images[val_rows], target_array[val_rows]
+    validation = validation_sets(images, target_array, val_rows, catalog.files, preprocessing, config, split_seed)
+    training = TrainingImages(images, masks)
+    if config.augment and config.tight_views:
+        training = tight_training_views(training, catalog.files, train_rows, preprocessing, config)
 
     # Optimiser, on the training device.
     model.to(device)
@@ -335,9 +428,7 @@ def train(config: TrainConfig) -> Path:
                        disable=not config.progress, leave=False)
         for start in batches:
             rows = order[start:start + config.batch_size]
-            batch, batch_targets = torch.from_numpy(images[rows]), torch.from_numpy(target_array[rows])
-            if masks is not None:  # the mask travels as a fourth channel through rotation and zoom
-                batch = torch.cat([batch, torch.from_numpy(masks[rows])[:, None]], dim=1)
+            batch, batch_targets = training.batch(rows, generator), torch.from_numpy(target_array[rows])
             if config.augment:
                 batch, batch_targets = symmetry_augment(batch, batch_targets, output_size=preprocessing.image_size,
                                                         mirror_permutation=permutation, generator=generator,
@@ -365,24 +456,24 @@ def train(config: TrainConfig) -> Path:
                 averaged.update_parameters(model)
             step += 1
         recalibrate_batch_norm(evaluated, recalibration_batches, frozen_blocks(evaluated, epoch, config))
-        metrics = estimate_metrics(evaluated, val_images, val_targets, output_size=preprocessing.image_size,
-                                   batch_size=config.batch_size)
+        metrics = {name: estimate_metrics(evaluated, *held_out, output_size=preprocessing.image_size,
+                                          batch_size=config.batch_size) for name, held_out in validation.items()}
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - started,
                   **({"train_evidence_outside": float(np.mean(outside))} if outside else {}),
-                  **{f"val_{k}": v for k, v in metrics.items()}}
+                  **{f"{name.replace('validation', 'val')}_{k}": v for name, values in metrics.items() for k, v in values.items()}}
         history.append(record)
         if best is None or selection_score(metrics) > selection_score(best):
-            best, best_state = dict(metrics, epoch=epoch), copy.deepcopy(evaluated.state_dict())
+            best, best_epoch, best_state = metrics, epoch, copy.deepcopy(evaluated.state_dict())
         if config.progress:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "val_spiral_n"))
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch" and not k.endswith("spiral_n"))
             tqdm.write(f"epoch {epoch}/{config.epochs}: {shown}")
 
     model.load_state_dict(best_state)
     model.cpu()
     weights = weights.cpu()
     remove_class_weight_prior(model, weights)
-    final = estimate_metrics(model, val_images, val_targets, output_size=preprocessing.image_size,
-                             batch_size=config.batch_size)
+    final = {name: estimate_metrics(model, *held_out, output_size=preprocessing.image_size, batch_size=config.batch_size)
+             for name, held_out in validation.items()}
     ids = catalog.ids
     return save_checkpoint(
         model, config.output, architecture=architecture, preprocessing=preprocessing,
@@ -390,10 +481,13 @@ def train(config: TrainConfig) -> Path:
             "data": config.labels.name if isinstance(config.labels, Path) else str(config.labels),
             "rows": len(catalog), "unreadable": len(unreadable), "class_scheme": config.classes,
             "train_share": config.train_share, "train_rows": len(train_rows), "device": device.type,
+            "extra_labels": Path(config.extra_labels).name if config.extra_labels else None, "extra_rows": extra_rows,
             "seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
             "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
             "class_weight_power": config.class_weight_power, "class_weights": weights.tolist(),
             "class_weight_prior_removed": True, "augment": config.augment, "zoom_range": list(ZOOM_RANGE),
+            "tight_views": config.tight_views, "tight_share": config.tight_share,
+            "tight_cutouts": config.tight_cutouts.to_dict() if config.tight_views else None,
             "survey_augmentation": config.survey_augmentation.to_dict() if config.survey_augmentation else None,
             "evidence_penalty": config.evidence_penalty, "label_smoothing": config.label_smoothing,
             "weight_averaging": config.weight_averaging,
@@ -404,5 +498,5 @@ def train(config: TrainConfig) -> Path:
         },
         split={"seed": split_seed, "fractions": list(config.split_fractions),
                **{name: [ids[i] for i in rows] for name, rows in split.items()}},
-        metrics={"best_epoch": best["epoch"], "validation": final},
+        metrics={"best_epoch": best_epoch, **final},
     )
