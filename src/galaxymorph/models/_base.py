@@ -54,13 +54,10 @@ class GalaxyClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(images))
 
-    def member_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (N, M, K) of each of the M members of an ensemble; M = 1 for a single model."""
-        return self(images)[:, None]
-
     def member_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`member_logits` and each member's features (N, M, D): the last block's activations
-        averaged over positions, where `ood_score` measures how typical an input is."""
+        """Logits (N, M, K) of each of the M members of an ensemble (M = 1 for a single model) and
+        their features (N, M, D): the last block's activations averaged over positions, where
+        `ood_score` measures how typical an input is."""
         features = self.forward_features(images)
         return self.forward_head(features)[:, None], features.mean(dim=(2, 3))[:, None]
 
