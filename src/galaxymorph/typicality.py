@@ -5,7 +5,7 @@ training images, by one Gaussian; an input's score is its Mahalanobis distance f
 mean square over the feature dimensions and the members, so that typical training images score
 about 1. A distance in feature space picks out inputs rendered unlike the training images (zoomed,
 upsampled, other colour stretches, noise) far better than the class probabilities do, which can be
-confidently wrong on such inputs (BENCHMARKS.md, "Other framings"; Lee et al. 2018, NeurIPS).
+confidently wrong on such inputs (MODEL_CARD.md, "Uncertainty"; Lee et al. 2018, NeurIPS).
 """
 
 from __future__ import annotations
