@@ -76,6 +76,44 @@ def test_fits_images_and_cubes_are_stretched(tmp_path, layout):
     assert image[:, 30:34, 30:34].mean() > 0.5 > image[:, :4, :4].mean()
 
 
+def lopsided_image() -> np.ndarray:
+    """An RGB image (Y, X, 3), top row first, whose only bright source sits top left."""
+    y, x = np.indices((96, 96))
+    light = 200 * np.exp(-np.hypot(x - 30, y - 24) / 5) + np.random.default_rng(0).normal(8, 1, (96, 96))
+    return np.repeat(np.clip(light, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+WHOLE = Preprocessing(framing=False, crop_fraction=1.0)
+
+
+def brightest_quadrant(image: np.ndarray) -> tuple[int, int]:
+    row, column = np.unravel_index(np.argmax(image.mean(axis=0)), image.shape[1:])
+    return int(row >= image.shape[1] // 2), int(column >= image.shape[2] // 2)
+
+
+def test_fits_is_read_bottom_row_first_as_astropy_and_ds9_show_it(tmp_path):
+    image = lopsided_image()
+    path = tmp_path / "standard.fits"
+    fits.PrimaryHDU(np.ascontiguousarray(image[::-1].transpose(2, 0, 1)).astype(np.float32)).writeto(path)
+    Image.fromarray(image).save(tmp_path / "same.png")
+    assert brightest_quadrant(load_image(tmp_path / "same.png", WHOLE)) == (0, 0)
+    assert brightest_quadrant(load_image(path, WHOLE)) == (0, 0)
+
+
+@pytest.mark.parametrize("flip_y, flip_x", [(True, False), (False, True), (True, True)])
+def test_fits_with_a_celestial_wcs_is_turned_north_up_and_east_left(tmp_path, flip_y, flip_x):
+    from astropy.wcs import WCS
+
+    stored = lopsided_image()[::-1].transpose(2, 0, 1).astype(np.float32)  # standard: north up, bottom row first
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval, wcs.wcs.crpix = ["RA---TAN", "DEC--TAN"], [150.0, 2.0], [48.5, 48.5]
+    wcs.wcs.cd = [[1e-4 if flip_x else -1e-4, 0.0], [0.0, -1e-4 if flip_y else 1e-4]]
+    data = stored[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]  # the same sky, stored the other way
+    path = tmp_path / "turned.fits"
+    fits.PrimaryHDU(np.ascontiguousarray(data), header=wcs.to_header()).writeto(path)
+    assert brightest_quadrant(load_image(path, WHOLE)) == (0, 0)
+
+
 def test_fits_nans_are_filled_with_the_background(tmp_path):
     data = fits_galaxy()
     data[:5] = np.nan

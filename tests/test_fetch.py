@@ -211,6 +211,31 @@ def test_legacy_fits_cutouts_are_read_as_images(tmp_path, local_host):
     assert local_host.log.requests[0][0] == "/fits-cutout"
 
 
+def test_a_positions_fits_and_jpeg_cutouts_give_the_same_model_input():
+    """The local server writes FITS as the Legacy Survey does (bottom row first, with a WCS):
+    read the right way up, it is the JPEG's galaxy; one row order off, it is not."""
+    import io
+
+    from astropy.io import fits
+    from scipy.stats import spearmanr
+
+    from galaxymorph.config import Preprocessing
+    from galaxymorph.preprocess.decode import decode_bytes
+
+    whole = Preprocessing(framing=False, crop_fraction=1.0)
+    for ra in (150.0, 150.1, 150.2, 150.3):
+        jpeg = decode_bytes(cutout_bytes(ra, 2.0, 128, "jpeg"), "cutout.jpeg", whole).pixels.mean(axis=0)
+        data = cutout_bytes(ra, 2.0, 128, "fits")
+        right_way = decode_bytes(data, "cutout.fits", whole).pixels.mean(axis=0)
+        with fits.open(io.BytesIO(data)) as hdus:
+            flipped = io.BytesIO()
+            fits.PrimaryHDU(hdus[0].data[:, ::-1, :]).writeto(flipped)  # the same pixels, no WCS, the other row order
+        upside_down = decode_bytes(flipped.getvalue(), "flipped.fits", whole).pixels.mean(axis=0)
+        # rank correlation: the FITS path's asinh stretch is not the JPEG's, but it keeps the order of the pixels
+        agree, disagree = (spearmanr(jpeg.ravel(), other.ravel())[0] for other in (right_way, upside_down))
+        assert agree > 0.5 and agree > disagree + 0.3
+
+
 def test_astro_db_host_replaces_the_host_or_the_whole_base():
     assert resolve_base_url("https://skyserver.sdss.org/dr18", None) == "https://skyserver.sdss.org/dr18"
     assert resolve_base_url("https://skyserver.sdss.org/dr18", "mirror.example.org") == "https://mirror.example.org/dr18"

@@ -272,7 +272,9 @@ def _linear_filter_taps(start: float, stop: float, length: int, size: int) -> tu
 
 def _read_fits(path: Path | str, preprocessing: Preprocessing, source: io.BytesIO | None = None,
                max_pixels: int | None = None) -> np.ndarray:
-    """Read a single-band image or a 3-band cube and asinh-stretch it to (3, H, W) in [0, 1]."""
+    """Read a single-band image or a 3-band cube and asinh-stretch it to (3, H, W) in [0, 1], the
+    right way up: FITS stores the bottom row first, and where a celestial WCS is present the image
+    is turned so that north is up and east left, as in the surveys' JPEGs."""
     from astropy.io import fits
 
     with fits.open(source or path, memmap=False) as hdus:
@@ -280,13 +282,41 @@ def _read_fits(path: Path | str, preprocessing: Preprocessing, source: io.BytesI
         if image_hdu is not None and max_pixels is not None:
             shape = [image_hdu.header.get(f"NAXIS{axis}", 1) for axis in range(1, image_hdu.header["NAXIS"] + 1)]
             _check_pixels(path, shape[0], shape[1], max_pixels)
-        data = next((hdu.data for hdu in hdus if hdu.data is not None and hdu.data.ndim >= 2), None)
-        if data is None:
+        data_hdu = next((hdu for hdu in hdus if hdu.data is not None and hdu.data.ndim >= 2), None)
+        if data_hdu is None:
             raise ImageReadError(path, "FITS file has no image data")
-        bands = np.array(data, dtype=np.float32)
+        bands = np.array(data_hdu.data, dtype=np.float32)
+        header = data_hdu.header
     bands = _as_bands(path, np.squeeze(bands) if bands.ndim > 2 else bands)
+    bands = _north_up(bands, header)[:, ::-1, :]  # bottom row first -> top row first
     _check_size(path, bands.shape[2], bands.shape[1])
-    return _asinh_stretch(path, bands, preprocessing)
+    return _asinh_stretch(path, np.ascontiguousarray(bands), preprocessing)
+
+
+def _north_up(bands: np.ndarray, header) -> np.ndarray:
+    """Bands (3, Y, X) in FITS order (Y up), turned so that declination grows with Y and right
+    ascension falls with X (north up, east left), where the header has a celestial WCS; as they
+    are otherwise (or where the WCS cannot be read)."""
+    import warnings
+
+    from astropy.wcs import WCS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wcs = WCS(header).celestial
+            if not wcs.has_celestial or wcs.naxis != 2:
+                return bands
+            matrix = wcs.pixel_scale_matrix  # d(RA, Dec) / d(x, y)
+    except (ValueError, KeyError, TypeError):  # a malformed WCS leaves the pixels as stored
+        return bands
+    if abs(matrix[0, 1]) > abs(matrix[0, 0]):  # right ascension runs along Y: the axes are swapped
+        bands, matrix = bands.transpose(0, 2, 1), matrix[:, ::-1]
+    if matrix[1, 1] < 0:
+        bands = bands[:, ::-1, :]
+    if matrix[0, 0] > 0:
+        bands = bands[:, :, ::-1]
+    return bands
 
 
 def _as_bands(path: Path, data: np.ndarray) -> np.ndarray:

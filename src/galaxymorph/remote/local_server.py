@@ -85,11 +85,25 @@ class LocalCutoutServer:
         return self.faults[digest[4] % len(self.faults)]
 
 
-def cutout_bytes(ra: float, dec: float, size: int, image_format: str) -> bytes:
-    """The image the server gives for a position: a synthetic galaxy, JPEG or 3-band FITS."""
+def cutout_bytes(ra: float, dec: float, size: int, image_format: str, pixel_scale: float = 0.262) -> bytes:
+    """The image the server gives for a position: a synthetic galaxy, JPEG or 3-band FITS. FITS is
+    written as the Legacy Survey writes it: the bottom row first, with a TAN WCS (north up, east
+    left) centred on the position at `pixel_scale` arcsec per pixel."""
     digest = hashlib.sha1(f"{ra:.5f},{dec:.5f}".encode()).digest()
     kind, variant = KINDS[digest[0] % len(KINDS)], digest[1] % VARIANTS
-    return _rendered(kind, variant, size, image_format)
+    rendered = _rendered(kind, variant, size, image_format)
+    if image_format != "fits":
+        return rendered
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval = ["RA---TAN", "DEC--TAN"], [ra, dec]
+    wcs.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
+    wcs.wcs.cd = [[-pixel_scale / 3600, 0.0], [0.0, pixel_scale / 3600]]
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(rendered[:, ::-1, :], header=wcs.to_header()).writeto(buffer)
+    return buffer.getvalue()
 
 
 def prerender(size: int, image_format: str = "jpeg") -> None:
@@ -100,16 +114,13 @@ def prerender(size: int, image_format: str = "jpeg") -> None:
 
 
 @lru_cache(maxsize=4 * VARIANTS)
-def _rendered(kind: str, variant: int, size: int, image_format: str) -> bytes:
+def _rendered(kind: str, variant: int, size: int, image_format: str) -> bytes | np.ndarray:
+    """A synthetic galaxy as JPEG bytes, or for FITS as a 3-band cube (3, Y, X), top row first."""
     pixels = synthetic_galaxy(kind, np.random.default_rng(variant), size=size)
-    buffer = io.BytesIO()
     if image_format == "fits":
-        from astropy.io import fits
-
-        bands = np.moveaxis(pixels.astype(np.float32) / 255.0, -1, 0)  # a 3-band cube, like grz cutouts
-        fits.PrimaryHDU(np.ascontiguousarray(bands)).writeto(buffer)
-    else:
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+        return np.moveaxis(pixels.astype(np.float32) / 255.0, -1, 0)  # like grz cutouts
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -153,7 +164,11 @@ def _handler_for(server: LocalCutoutServer) -> type[BaseHTTPRequestHandler]:
             ra, dec = float(query["ra"]), float(query["dec"])
             if dec < server.refused_below_dec:
                 return self._send(404, b"no data at this position", "text/plain")
-            body = cutout_bytes(ra, dec, size, image_format)
+            try:
+                pixel_scale = float(query.get("pixscale", 0.262))
+            except ValueError:
+                return self._send(400, b"bad pixscale", "text/plain")
+            body = cutout_bytes(ra, dec, size, image_format, pixel_scale)
             if fault == "truncated":
                 body = body[: len(body) // 2]
             self._send(200, body, "application/fits" if image_format == "fits" else "image/jpeg")
