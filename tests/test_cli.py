@@ -17,13 +17,21 @@ def test_every_command_has_help(command):
     assert "Usage" in result.output
 
 
+def test_version_is_printed():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"galaxymorph {version('galaxymorph')}"
+
+
 def test_models_show_seed_prints_the_layers_and_a_prediction():
     result = runner.invoke(app, ["models", "show", "seed"])
     assert result.exit_code == 0, result.output
     for name in ("Conv1_Edges", "Conv2_Shapes", "Dense_Decision", "Output_Probability", "(64, 29, 29)"):
         assert name in result.output
     assert "total parameters: 822,337" in result.output
-    assert "prediction for a random image: elliptical" in result.output
+    prediction = result.output.split("prediction for a generated spiral galaxy (seed 0): ")[1]
+    assert float(prediction.split("spiral ")[1]) > 0.5  # the seed model tells the generated spiral
 
 
 def test_models_list():
@@ -47,6 +55,14 @@ def test_classify_exit_codes(tmp_path):
     assert result.exit_code == 1
     result = runner.invoke(app, ["classify", str(tmp_path), "-o", str(tmp_path / "o.csv"), "--model", "nonexistent"])
     assert result.exit_code == 2 and "no bundled model or checkpoint named 'nonexistent'" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_no_image_found_is_an_error_and_leaves_no_empty_catalog(tmp_path, suffix):
+    (tmp_path / "empty").mkdir()
+    output = tmp_path / f"o{suffix}"
+    result = runner.invoke(app, ["classify", str(tmp_path / "empty"), "-o", str(output), "--workers", "0"])
+    assert result.exit_code == 2 and "no image found" in result.output and not output.exists()
 
 
 def test_demo_runs_on_embedded_examples(tmp_path):

@@ -236,6 +236,13 @@ def test_a_positions_fits_and_jpeg_cutouts_give_the_same_model_input():
         assert agree > 0.5 and agree > disagree + 0.3
 
 
+def test_the_manifest_gives_the_catalogs_own_columns_back_byte_for_byte(tmp_path, local_host):
+    catalog = tmp_path / "targets.csv"
+    catalog.write_text("id,ra,dec,note\nM51,202.469575,47.195258,Whirlpool\n")
+    summary = fetch_catalog(catalog, tmp_path / "out", CutoutService("legacy"), options=QUICK)
+    assert "M51,202.469575,47.195258,Whirlpool" in summary.manifest.read_text()
+
+
 def test_astro_db_host_replaces_the_host_or_the_whole_base():
     assert resolve_base_url("https://skyserver.sdss.org/dr18", None) == "https://skyserver.sdss.org/dr18"
     assert resolve_base_url("https://skyserver.sdss.org/dr18", "mirror.example.org") == "https://mirror.example.org/dr18"

@@ -154,8 +154,16 @@ def test_the_cuda_back_end_agrees_with_onnx_runtime(tmp_path):
     np.testing.assert_allclose([row["p_spiral"] for row in on_gpu], [row["p_spiral"] for row in on_cpu], atol=0.02)  # bf16
 
 
+def test_a_csv_catalogs_own_columns_come_back_byte_for_byte(tmp_path, galaxy_jpeg):
+    (tmp_path / "catalog.csv").write_text(f"id,file,ra,dec,z\nM51,{galaxy_jpeg},202.469575,47.195258,0.001540\n")
+    classify([tmp_path / "catalog.csv"], tmp_path / "out.csv", options=PredictOptions(workers=0))
+    header, row = (tmp_path / "out.csv").read_text().splitlines()
+    assert dict(zip(header.split(","), row.split(",")))["ra"] == "202.469575"
+    assert ",202.469575,47.195258,0.001540," in f",{row},"
+
+
 def test_a_catalog_keeps_its_columns_and_its_own_labels(tmp_path, galaxy_jpeg):
     (tmp_path / "labels.csv").write_text(f"objid,file,label,redshift\n7,{galaxy_jpeg},spiral,0.05\n")
     row = next(predict([tmp_path / "labels.csv"], options=PredictOptions(workers=0)))[0]
-    assert (row["id"], row["redshift"], row["input_label"]) == ("7", 0.05, "spiral")
+    assert (row["id"], row["redshift"], row["input_label"]) == ("7", "0.05", "spiral")  # a CSV's cells, as written
     assert row["label"] in ("elliptical", "spiral") and row["file"] == str(galaxy_jpeg)

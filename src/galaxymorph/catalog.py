@@ -28,6 +28,21 @@ def is_catalog_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(CATALOG_SUFFIXES)
 
 
+def _open_csv_as_text(path: Path):
+    """A streaming reader of a CSV catalog whose every column is read as text, so that the output
+    gives the catalog's own values back byte for byte (202.469575 stays 202.469575); empty cells
+    are nulls."""
+    import csv as text_csv
+
+    from pyarrow import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        names = next(text_csv.reader(handle), [])
+    return csv.open_csv(path, read_options=csv.ReadOptions(block_size=1 << 20),
+                        convert_options=csv.ConvertOptions(column_types={name: pa.string() for name in names},
+                                                           strings_can_be_null=True))
+
+
 def read_catalog(path: str | os.PathLike) -> pa.Table:
     """Read a whole CSV, Parquet or FITS table; raises `CatalogError` naming the file."""
     return pa.Table.from_batches(list(iter_catalog_batches(path)))
@@ -41,10 +56,7 @@ def iter_catalog_batches(path: str | os.PathLike, batch_rows: int = 10_000) -> I
         raise CatalogError(f"catalog {path}: file not found")
     try:
         if name.endswith(".csv"):
-            from pyarrow import csv
-
-            reader = csv.open_csv(path, read_options=csv.ReadOptions(block_size=1 << 20))
-            batches = iter(reader)
+            batches = iter(_open_csv_as_text(path))
         elif name.endswith((".parquet", ".pq")):
             import pyarrow.parquet as pq
 

@@ -36,6 +36,20 @@ DecOption = Annotated[str, typer.Option(help="Declination column (degrees, or d:
 IdOption = Annotated[Optional[str], typer.Option(help="Id column (default: id, id_str or objid when present, else the row number).", rich_help_panel="Cutouts")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"galaxymorph {version('galaxymorph')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    pass
+
+
 def _fail(error: Exception) -> typer.Exit:
     typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=2)
@@ -487,10 +501,14 @@ def models_list() -> None:
 @models_app.command("show")
 def models_show(
     name: Annotated[str, typer.Argument(help="Architecture, bundled model or checkpoint path.")],
-    seed: Annotated[int, typer.Option(help="Seed of the random test image.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the generated example galaxy.")] = 0,
 ) -> None:
-    """Layer-by-layer summary and the prediction for a random image."""
+    """Layer-by-layer summary and the prediction for a generated example spiral (as the demo makes them)."""
+    import numpy as np
     import torch
+
+    from galaxymorph.preprocess.decode import decode_array
+    from galaxymorph.sources.synthetic import synthetic_galaxy
 
     from galaxymorph.errors import GalaxyMorphError
     from galaxymorph.models import bundled_models, create_model, load_model, logits_to_probabilities
@@ -499,11 +517,12 @@ def models_show(
     try:
         if name in bundled_models() or Path(name).with_suffix(".pt").is_file():
             loaded = load_model(name)
-            model, size, origin = loaded.model, loaded.preprocessing.image_size, "pretrained"
+            model, preprocessing, origin = loaded.model, loaded.preprocessing, "pretrained"
         else:
-            model, size, origin = create_model(name), Preprocessing().image_size, "untrained"
+            model, preprocessing, origin = create_model(name), Preprocessing(), "untrained"
     except GalaxyMorphError as error:
         raise _fail(error) from error
+    size = preprocessing.image_size
     typer.echo(f"{name} ({origin}, {type(model).__name__}), input (3, {size}, {size}), classes: {', '.join(model.classes)}")
     typer.echo(f"{'layer':28s} {'type':14s} {'output shape':18s} {'parameters':>10s}")
     rows = layer_summary(model, size)
@@ -511,8 +530,9 @@ def models_show(
         typer.echo(f"{row.name:28s} {row.kind:14s} {str(row.output_shape):18s} {row.parameters:>10,d}")
     total = sum(p.numel() for p in model.parameters())
     typer.echo(f"total parameters: {total:,d}")
-    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    galaxy = synthetic_galaxy("spiral", np.random.default_rng(seed))
+    image = torch.from_numpy(decode_array(galaxy, "example", preprocessing).pixels[None])
     with torch.no_grad():
         probabilities = logits_to_probabilities(model.eval()(image))[0]
     shown = ", ".join(f"{c} {p:.4f}" for c, p in zip(model.classes, probabilities.tolist()))
-    typer.echo(f"prediction for a random image: {shown}")
+    typer.echo(f"prediction for a generated spiral galaxy (seed {seed}): {shown}")

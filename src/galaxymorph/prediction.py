@@ -276,8 +276,10 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
     or a folder of Parquet chunks of `chunk_rows` rows that a killed run `resume`s (the inputs must
     come in the same order: the rows the folder holds are skipped). `inputs` may also be a function
     that gives the rows after the first N, for inputs that can skip rows without work (cutouts
-    still to be fetched)."""
+    still to be fetched). No input at all is a `CatalogError`, and leaves no empty catalog behind."""
     from tqdm import tqdm
+
+    from galaxymorph.errors import CatalogError
 
     output = check_output_path(output)
     loaded = load_model(model)
@@ -291,6 +293,10 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
             writer.write(rows)
             failed += sum(1 for row in rows if row["error"])
             bar.update(len(rows))
+    if done + writer.rows_written == 0:
+        if output.is_file():
+            output.unlink()
+        raise CatalogError("no image found in the inputs (empty folders or catalogs, or no file with an image suffix)")
     return ClassifySummary(output, done + writer.rows_written, failed, done)
 
 

@@ -41,8 +41,8 @@ def write_report(catalog: str | os.PathLike, output: str | os.PathLike, *, label
     if not rows or missing:
         raise CatalogError(f"catalog {catalog}: needs classified rows with id, file, label and p_spiral "
                            f"(a `galaxymorph classify` output){'; missing ' + ', '.join(sorted(missing)) if missing else ''}")
-    for row in rows:
-        row["id"], row["path"] = str(row["id"]), _resolve(row["file"], catalog.parent)
+    for row in rows:  # a CSV catalog's cells are read as text
+        row["id"], row["path"], row["p_spiral"] = str(row["id"]), _resolve(row["file"], catalog.parent), float(row["p_spiral"])
     page = _Page(loaded)
     counts = Counter(row["label"] for row in rows)
     page.section("Summary", f"<p>{len(rows)} classified galaxies by model <b>{html.escape(loaded.name)}</b>: "
