@@ -57,6 +57,15 @@ def test_classify_exit_codes(tmp_path):
     assert result.exit_code == 2 and "no bundled model or checkpoint named 'nonexistent'" in result.output
 
 
+def test_inputs_that_fail_whole_are_reported_on_stderr_too(tmp_path, galaxy_jpeg):
+    (tmp_path / "nofile.csv").write_text("id,name\n1,a\n")
+    result = runner.invoke(app, ["classify", str(tmp_path / "nofile.csv"), str(tmp_path / "gone.png"), str(galaxy_jpeg),
+                                 "-o", str(tmp_path / "o.csv"), "--workers", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "needs a column named 'file'" in result.stderr and "gone.png: file not found" in result.stderr
+    assert "3 rows written" in result.stdout
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_no_image_found_is_an_error_and_leaves_no_empty_catalog(tmp_path, suffix):
     (tmp_path / "empty").mkdir()

@@ -243,6 +243,23 @@ def test_the_manifest_gives_the_catalogs_own_columns_back_byte_for_byte(tmp_path
     assert "M51,202.469575,47.195258,Whirlpool" in summary.manifest.read_text()
 
 
+@pytest.mark.parametrize("ra, dec", [("RA", "Dec"), ("RAJ2000", "DEJ2000"), ("RA_ICRS", "DE_ICRS"), ("RAdeg", "DEdeg")])
+def test_position_columns_are_found_by_their_usual_and_vizier_names(tmp_path, ra, dec):
+    catalog = tmp_path / "vizier.csv"
+    catalog.write_text(f"objid,{ra},{dec}\n1,150.5,2.25\n")
+    assert [(row.ra, row.dec) for row in iter_sky_positions(catalog)] == [(150.5, 2.25)]
+
+
+def test_classifying_a_manifest_keeps_the_reason_a_fetch_failed(tmp_path, local_host):
+    from galaxymorph.prediction import PredictOptions, predict
+
+    catalog = positions_catalog(tmp_path / "positions.csv", 2, "south,150.0,-89.5,0.1")
+    summary = fetch_catalog(catalog, tmp_path / "out", CutoutService("legacy"), options=QUICK, id_column="name")
+    rows = [row for batch in predict([summary.manifest], options=PredictOptions(workers=0)) for row in batch]
+    assert [row["id"] for row in rows] == ["g0", "g1", "south"] and not rows[0]["error"]
+    assert "HTTP 404" in rows[-1]["error"] and "directory" not in rows[-1]["error"]
+
+
 def test_astro_db_host_replaces_the_host_or_the_whole_base():
     assert resolve_base_url("https://skyserver.sdss.org/dr18", None) == "https://skyserver.sdss.org/dr18"
     assert resolve_base_url("https://skyserver.sdss.org/dr18", "mirror.example.org") == "https://mirror.example.org/dr18"

@@ -20,6 +20,9 @@ from galaxymorph.labels import BINARY_CLASSES
 ID_COLUMNS = ("id", "id_str", "objid")
 FILE_COLUMNS = ("file", "file_loc")
 LABEL_COLUMNS = ("label", "gz1_class")
+RA_COLUMNS = ("ra", "RAJ2000", "RA_ICRS", "RAdeg")
+DEC_COLUMNS = ("dec", "DEJ2000", "DE_ICRS", "DEdeg")
+"""Position columns found without options, in any case: the usual names and VizieR's."""
 CATALOG_SUFFIXES = (".csv", ".parquet", ".pq")
 _FITS_TABLE_SUFFIXES = (".fits", ".fit", ".fits.gz")
 
@@ -80,6 +83,22 @@ def iter_catalog_batches(path: str | os.PathLike, batch_rows: int = 10_000) -> I
         raise CatalogError(f"catalog {path}: cannot be read ({exc})") from exc
 
 
+def position_columns(names: Sequence[str], ra_column: str = "ra", dec_column: str = "dec", *,
+                     path: object) -> tuple[str, str]:
+    """The catalog's right ascension and declination columns: the ones named, or for the default
+    names any of `RA_COLUMNS`/`DEC_COLUMNS` in any case; a `CatalogError` naming them when absent."""
+    lowered = {name.lower(): name for name in names}
+
+    def resolve(column: str, aliases: Sequence[str]) -> str:
+        if column in names:
+            return column
+        candidates = aliases if column == aliases[0] else (column,)
+        found = next((lowered[c.lower()] for c in candidates if c.lower() in lowered), None)
+        return found or find_column(names, candidates, path=path)  # absent: find_column raises, naming them
+
+    return resolve(ra_column, RA_COLUMNS), resolve(dec_column, DEC_COLUMNS)
+
+
 def find_column(names: Sequence[str], candidates: Sequence[str], *, path: object, required: bool = True) -> str | None:
     """The first of `candidates` present in `names`; a `CatalogError` when required and absent."""
     for candidate in candidates:
@@ -108,7 +127,7 @@ def iter_catalog_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:
     path = Path(path)
     for batch in iter_catalog_batches(path):
         names = batch.schema.names
-        if not set(FILE_COLUMNS) & set(names) and {"ra", "dec"} <= {name.lower() for name in names}:
+        if not set(FILE_COLUMNS) & set(names) and _has_positions(names):
             raise CatalogError(f"catalog {path}: has sky positions (ra, dec) but no image files; fetch their "
                                "cutouts with `galaxymorph classify --fetch` or `galaxymorph fetch`")
         file_column = find_column(names, FILE_COLUMNS, path=path)
@@ -117,12 +136,23 @@ def iter_catalog_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:
             yield catalog_row(columns, folder=path.parent, file_column=file_column, id_column=id_column)
 
 
+def _has_positions(names: Sequence[str]) -> bool:
+    try:
+        position_columns(names, path="")
+    except CatalogError:
+        return False
+    return True
+
+
 def catalog_row(columns: dict, *, folder: str | os.PathLike, file_column: str, id_column: str | None) -> CatalogRow:
     """The image row of one catalog record: its file relative to `folder`, its id (the file's stem
-    when there is no id), and all its columns."""
+    when there is no id), and all its columns. A record without a file is unusable, with the reason
+    its own `error` column gives (a fetch manifest's failed download) or that it has none."""
     row_id, file = columns[id_column] if id_column else None, columns[file_column]
-    return CatalogRow(str(row_id) if row_id is not None else Path(str(file)).stem, Path(folder) / str(file or ""),
-                      columns=columns)
+    if file is None or str(file) == "":
+        reason = columns.get("error") or f"no file in column {file_column!r}"
+        return CatalogRow(str(row_id) if row_id is not None else "", None, str(reason), columns)
+    return CatalogRow(str(row_id) if row_id is not None else Path(str(file)).stem, Path(folder) / str(file), columns=columns)
 
 
 @dataclass(frozen=True)
@@ -145,13 +175,12 @@ def iter_sky_positions(path: str | os.PathLike, *, ra_column: str = "ra", dec_co
     number = 0
     for batch in iter_catalog_batches(path):
         names = batch.schema.names
-        for column in (ra_column, dec_column):
-            find_column(names, [column], path=path)
+        ra_name, dec_name = position_columns(names, ra_column, dec_column, path=path)
         id_name = find_column(names, [id_column] if id_column else ID_COLUMNS, path=path, required=id_column is not None)
         for columns in batch.to_pylist():
             number += 1
             row_id = str(columns[id_name]) if id_name and columns[id_name] is not None else str(number)
-            yield sky_position(columns, row_id=row_id, ra_column=ra_column, dec_column=dec_column, row_name=f"row {number}")
+            yield sky_position(columns, row_id=row_id, ra_column=ra_name, dec_column=dec_name, row_name=f"row {number}")
 
 
 def sky_position(columns: dict, *, row_id: str, ra_column: str = "ra", dec_column: str = "dec",

@@ -139,6 +139,8 @@ def classify(
                                    resume=resume, chunk_rows=chunk_rows)
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
+    for reason in summary.input_errors:  # whole inputs that failed, not only in the error column
+        typer.secho(f"error: {reason}", err=True, fg=typer.colors.RED)
     if summary.resumed_after:
         typer.echo(f"resumed after the {summary.resumed_after} rows already in {summary.output}")
     typer.echo(f"{summary.rows} rows written to {summary.output}; {summary.failed} could not be classified"

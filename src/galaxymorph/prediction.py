@@ -261,12 +261,14 @@ def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.Pa
 @dataclass(frozen=True)
 class ClassifySummary:
     """Where the catalog went, its rows (with those of an earlier run that this one resumed), how
-    many failed in this run, and how many rows an earlier run had already done."""
+    many failed in this run, how many rows an earlier run had already done, and the errors of
+    inputs given by path that failed as a whole (a missing file, an unreadable catalog)."""
 
     output: Path
     rows: int
     failed: int
     resumed_after: int = 0
+    input_errors: list[str] = field(default_factory=list)
 
 
 def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], Iterable[CatalogRow]],
@@ -284,7 +286,9 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
     output = check_output_path(output)
     loaded = load_model(model)
     settings = {"model": loaded.name, "classes": list(loaded.classes), "tta": options.tta}
-    failed = 0
+    failed, input_errors = 0, []
+    given = ({str(Path(item)) for item in inputs if not isinstance(item, CatalogRow)}  # never consume an iterator
+             if isinstance(inputs, (list, tuple)) else set())
     with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings) as writer, \
             tqdm(desc="classify", unit="img", disable=not options.progress) as bar:
         done = writer.rows_done
@@ -292,12 +296,13 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
         for rows in predict(remaining, loaded, options=options):
             writer.write(rows)
             failed += sum(1 for row in rows if row["error"])
+            input_errors += [row["error"] for row in rows if row["error"] and row["file"] in given]
             bar.update(len(rows))
     if done + writer.rows_written == 0:
         if output.is_file():
             output.unlink()
         raise CatalogError("no image found in the inputs (empty folders or catalogs, or no file with an image suffix)")
-    return ClassifySummary(output, done + writer.rows_written, failed, done)
+    return ClassifySummary(output, done + writer.rows_written, failed, done, input_errors)
 
 
 def _to_probabilities(logits: np.ndarray) -> np.ndarray:
