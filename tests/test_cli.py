@@ -9,12 +9,33 @@ from galaxymorph.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["classify"], ["fetch"], ["export"], ["demo"], ["train"], ["finetune"], ["evaluate"], ["calibrate"], ["quantize"], ["ensemble"], ["models"],
-                                     ["models", "list"], ["models", "show"]])
-def test_every_command_has_help(command):
-    result = runner.invoke(app, [*command, "--help"])
-    assert result.exit_code == 0, result.output
-    assert "Usage" in result.output
+def test_every_command_has_help():
+    import typer
+
+    for path in [(), ("models",), *(path for path, _ in commands(typer.main.get_command(app)))]:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, (path, result.output)
+
+
+def commands(group, path=()):
+    import click
+
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_help_text_renders_as_written():
+    """No markup: 'h:m:s' is no emoji and '[scale]' does not vanish."""
+    import typer
+
+    for path, command in commands(typer.main.get_command(app)):
+        rendered = " ".join(runner.invoke(app, [*path, "--help"], terminal_width=100).output.split())
+        for param in command.params:
+            if getattr(param, "help", None):
+                assert " ".join(param.help.split()) in rendered, (path, param.name)
 
 
 def test_version_is_printed():

@@ -11,8 +11,8 @@ from galaxymorph.config import BATCH_SIZE, CALIBRATION_IMAGES, DEFAULT_MODEL, SP
 from galaxymorph.outputs.catalog_writer import CHUNK_ROWS
 
 app = typer.Typer(help="Galaxy morphology from survey images: elliptical or spiral, then the finer classes.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-models_app = typer.Typer(help="List and inspect models.", no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
+models_app = typer.Typer(help="List and inspect models.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Bundled model name or checkpoint path.")]
