@@ -1,7 +1,9 @@
 import json
 
+import click
 import pyarrow.csv
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from galaxymorph.cli import app
@@ -9,17 +11,7 @@ from galaxymorph.cli import app
 runner = CliRunner()
 
 
-def test_every_command_has_help():
-    import typer
-
-    for path in [(), ("models",), *(path for path, _ in commands(typer.main.get_command(app)))]:
-        result = runner.invoke(app, [*path, "--help"])
-        assert result.exit_code == 0 and "Usage" in result.output, (path, result.output)
-
-
 def commands(group, path=()):
-    import click
-
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
             yield from commands(command, (*path, name))
@@ -27,10 +19,17 @@ def commands(group, path=()):
             yield (*path, name), command
 
 
+ALL_COMMANDS = [(), ("models",), *(path for path, _ in commands(typer.main.get_command(app)))]
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=" ".join)
+def test_every_command_has_help(path):
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output, result.output
+
+
 def test_every_help_text_renders_as_written():
     """No markup: 'h:m:s' is no emoji and '[scale]' does not vanish."""
-    import typer
-
     for path, command in commands(typer.main.get_command(app)):
         rendered = " ".join(runner.invoke(app, [*path, "--help"], terminal_width=100).output.split())
         for param in command.params:
