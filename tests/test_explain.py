@@ -54,6 +54,20 @@ def test_seed_feature_maps_show_edges_then_shapes(galaxies):
     assert all(m.min() >= 0 for m in maps.values())
 
 
+def test_cli_explains_folders_and_catalogs_like_classify(tmp_path, galaxies):
+    folder = galaxies[0][0].parent
+    (tmp_path / "catalog.csv").write_text(f"id,file\nM51,{galaxies[1][0]}\n")
+    result = CliRunner().invoke(app, ["explain", str(folder), str(tmp_path / "catalog.csv"), "--model", "seed",
+                                      "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = {path.name for path in (tmp_path / "out").iterdir()}
+    assert {f"{path.stem}.png" for path, _ in galaxies} | {"M51.png", "M51.npy"} <= written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["explain", str(empty), "-o", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "no image found" in result.output
+
+
 def test_cli_writes_overlays_arrays_and_feature_grids_and_reports_bad_files(tmp_path, galaxies):
     broken = tmp_path / "broken.jpeg"
     broken.write_bytes(b"not an image")

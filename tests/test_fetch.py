@@ -1,6 +1,7 @@
 """Fetching cutouts from a real HTTP server on 127.0.0.1 that speaks the SDSS and Legacy Survey protocols."""
 
 import csv
+import io
 import os
 import signal
 import subprocess
@@ -214,8 +215,6 @@ def test_legacy_fits_cutouts_are_read_as_images(tmp_path, local_host):
 def test_a_positions_fits_and_jpeg_cutouts_give_the_same_model_input():
     """The local server writes FITS as the Legacy Survey does (bottom row first, with a WCS):
     read the right way up, it is the JPEG's galaxy; one row order off, it is not."""
-    import io
-
     from astropy.io import fits
     from scipy.stats import spearmanr
 
@@ -258,6 +257,20 @@ def test_classifying_a_manifest_keeps_the_reason_a_fetch_failed(tmp_path, local_
     rows = [row for batch in predict([summary.manifest], options=PredictOptions(workers=0)) for row in batch]
     assert [row["id"] for row in rows] == ["g0", "g1", "south"] and not rows[0]["error"]
     assert "HTTP 404" in rows[-1]["error"] and "directory" not in rows[-1]["error"]
+
+
+def test_the_cutout_server_command_serves_until_stopped():
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "galaxymorph", "cutout-server", "--port", "0"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().split()[3].rstrip(";")
+        answer = httpx.get(f"{url}/jpeg-cutout", params={"ra": 150.0, "dec": 2.0, "size": 64}, timeout=10)
+        assert answer.status_code == 200 and Image.open(io.BytesIO(answer.content)).size == (64, 64)
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 0
 
 
 def test_astro_db_host_replaces_the_host_or_the_whole_base():

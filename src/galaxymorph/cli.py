@@ -201,17 +201,18 @@ def fetch(
 
 @app.command()
 def explain(
-    images: Annotated[list[Path], typer.Argument(help="Image files to explain.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files, folders or catalogs to explain, as classify takes them.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs and .npy maps.")] = Path("explanations"),
     model: ModelOption = DEFAULT_MODEL,
     method: Annotated[str, typer.Option(help="gradcam (last convolutional block), smoothgrad or integrated_gradients.")] = "gradcam",
     target: Annotated[Optional[str], typer.Option(help="Class to explain (default: the predicted class).")] = None,
     feature_maps: Annotated[bool, typer.Option("--feature-maps", help="Also draw every convolutional layer's maps as grids.")] = False,
 ) -> None:
-    """Show what the model looked at: per image, STEM.png (input, overlay, map, probability) and STEM.npy (the map)."""
+    """Show what the model looked at: per image, ID.png (input, overlay, map, probability) and ID.npy (the map)."""
     from galaxymorph import explain as explanations
     from galaxymorph.errors import GalaxyMorphError
     from galaxymorph.models import load_model
+    from galaxymorph.sources import iter_inputs
 
     try:
         loaded = load_model(model)
@@ -219,21 +220,27 @@ def explain(
             raise ValueError(f"--method must be one of {', '.join(explanations.METHODS)}, got {method!r}")
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
-    failed = 0
-    for path in images:
+    failed = explained = 0
+    for row in iter_inputs(images):  # folders and catalogs give their images, as for classify
+        stem = row.id.replace("/", "_").replace("\\", "_")
         try:
-            explanation = explanations.explain(loaded, path, method=method, target=target)
-            written = explanations.save_explanation(explanation, output, path.stem)
+            if row.error or not isinstance(row.file, Path):
+                raise ValueError(row.error or f"{row.id}: explain reads image files, not members of HDF5 files or shards")
+            explanation = explanations.explain(loaded, row.file, method=method, target=target)
+            written = explanations.save_explanation(explanation, output, stem)
             if feature_maps:
                 written += tuple(explanations.save_feature_maps(explanations.feature_maps(loaded, explanation.image),
-                                                                output, path.stem))
+                                                                output, stem))
         except (GalaxyMorphError, ValueError) as error:
             failed += 1
             typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
             continue
-        typer.echo(f"{path}: {explanation.target} {explanation.probabilities[explanation.target]:.1%} -> "
+        explained += 1
+        typer.echo(f"{row.file}: {explanation.target} {explanation.probabilities[explanation.target]:.1%} -> "
                    + ", ".join(str(w) for w in written))
-    if failed == len(images):
+    if not explained and not failed:
+        raise _fail(ValueError("no image found in the inputs"))
+    if not explained:
         raise typer.Exit(code=1)
 
 
@@ -278,6 +285,31 @@ def serve(
         run_service(host, port, settings)
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
+
+
+@app.command("cutout-server")
+def cutout_server(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8080,
+    latency: Annotated[float, typer.Option(help="Seconds each answer waits, like a distant service.")] = 0.0,
+    fault_rate: Annotated[float, typer.Option(help="Share of requests whose first attempt fails (timeouts, 500, 429, truncated images...).")] = 0.0,
+) -> None:
+    """Run the local cutout server (SDSS and Legacy Survey protocols, generated galaxies) until Ctrl-C, for trying
+    fetch and classify --fetch offline: set ASTRO_DB_HOST to the address it prints."""
+    import time
+
+    from galaxymorph.remote.local_server import LocalCutoutServer
+
+    try:
+        server = LocalCutoutServer(port=port, latency=latency, fault_rate=fault_rate)
+    except (OSError, ValueError) as error:
+        raise _fail(error) from error
+    with server:
+        typer.echo(f"cutout server at {server.url}; in another shell: export ASTRO_DB_HOST={server.url}  (Ctrl-C stops it)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
 
 
 @app.command()
