@@ -163,6 +163,26 @@ def test_finetune_from_the_command_line(tmp_path, trained_checkpoint, synthetic_
     assert result.exit_code == 2 and "no bundled model or checkpoint named 'no-such-model'" in result.output
 
 
+def test_the_exported_graph_on_load_image_inputs_reproduces_classify(tmp_path, galaxy_jpeg):
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    from galaxymorph import load_image, load_model
+    from galaxymorph.labels import spiral_probability
+    from galaxymorph.prediction import PredictOptions, predict
+
+    assert runner.invoke(app, ["export", "galaxynet", "--onnx", str(tmp_path / "g.onnx")]).exit_code == 0
+    properties = {p.key: p.value for p in onnx.load(tmp_path / "g.onnx").metadata_props}
+    image = load_image(galaxy_jpeg, load_model("galaxynet").preprocessing)  # framing included, as classify frames
+    logits = onnxruntime.InferenceSession(str(tmp_path / "g.onnx")).run(["logits"], {"images": image[None]})[0]
+    scaled = logits / float(properties["temperature"])
+    probabilities = np.exp(scaled) / np.exp(scaled).sum(axis=1, keepdims=True)
+    row = next(predict([galaxy_jpeg], "galaxynet", options=PredictOptions(workers=0, backend="onnx")))[0]
+    p_spiral = spiral_probability(probabilities, json.loads(properties["classes"]))[0]
+    assert abs(p_spiral - row["p_spiral"]) < 1e-5
+
+
 def test_export_writes_an_onnx_model_that_matches_torch(tmp_path):
     import numpy as np
     import onnx

@@ -317,7 +317,10 @@ def export(
     model: Annotated[str, typer.Argument(help="Bundled model name or checkpoint path.")] = DEFAULT_MODEL,
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write.")] = Path("galaxymorph.onnx"),
 ) -> None:
-    """Export a model to ONNX (classes, preprocessing and temperature in its metadata), checked against torch."""
+    """Export a model to ONNX (classes, preprocessing and temperature in its metadata), checked against torch.
+
+    The graph takes model inputs, not files: make them as classify does, framing included, with
+    galaxymorph.load_image(path, load_model(MODEL).preprocessing); divide the logits by the temperature."""
     from galaxymorph.errors import GalaxyMorphError
     from galaxymorph.models import load_model
     from galaxymorph.prediction import export_onnx
@@ -326,7 +329,8 @@ def export(
         path, difference = export_onnx(load_model(model), onnx)
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
-    typer.echo(f"{path} written; ONNX Runtime matches torch to {difference:.1e} on 64 random images")
+    typer.echo(f"{path} written; ONNX Runtime matches torch to {difference:.1e} on 64 random images; "
+               "its input is galaxymorph.load_image(path, preprocessing), as classify makes it")
 
 
 @app.command()
