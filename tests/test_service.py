@@ -60,7 +60,7 @@ def test_one_image_gets_the_cli_fields(service, galaxies):
     answer = service.post("/v1/classify", files={"files": ("NGC 1300.jpeg", galaxies[0], "image/jpeg")})
     assert answer.status_code == 200, answer.text
     (row,) = answer.json()["results"]
-    assert row["id"] == "NGC 1300.jpeg" and row["label"] in ("elliptical", "spiral") and row["error"] == ""
+    assert row["id"] == "NGC 1300" and row["label"] in ("elliptical", "spiral") and row["error"] == ""
     assert {"p_spiral", "p_spiral_std", "confident", "class", "galaxy_found"} <= set(row)
     assert 0 <= row["p_spiral"] <= 1
 
@@ -71,7 +71,7 @@ def test_several_images_at_once_keep_their_order_and_bad_ones_are_reported(servi
     answer = service.post("/v1/classify", files=files)
     assert answer.status_code == 200
     rows = answer.json()["results"]
-    assert [row["id"] for row in rows] == ["g0.jpeg", "g1.jpeg", "g2.jpeg", "notes.jpeg"]
+    assert [row["id"] for row in rows] == ["g0", "g1", "g2", "notes"]  # as classify names files
     assert all(row["label"] for row in rows[:3]) and "not a readable image" in rows[3]["error"]
 
 
@@ -100,7 +100,8 @@ def test_wrong_field_wrong_type_and_too_many_files(service, galaxies):
     assert answer.status_code == 400 and "'files'" in answer.json()["error"]
     assert service.post("/v1/classify", content=b"raw bytes", headers={"Content-Type": "image/jpeg"}).status_code == 415
     many = [("files", (f"{i}.jpeg", galaxies[0], "image/jpeg")) for i in range(5)]
-    assert service.post("/v1/classify", files=many).status_code == 413
+    answer = service.post("/v1/classify", files=many)
+    assert answer.status_code == 413 and "at most" in answer.json()["error"] and "400" not in answer.json()["error"]
     assert service.post("/v1/classify", json=[{"ra": "x", "dec": 1}]).status_code == 422
 
 
@@ -149,7 +150,7 @@ def test_concurrent_requests_are_batched_and_all_answered(galaxies):
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(post, range(16)))
-    assert [reply["results"][0]["id"] for reply in replies] == [f"{i}.jpeg" for i in range(16)]
+    assert [reply["results"][0]["id"] for reply in replies] == [str(i) for i in range(16)]
     solo = [reply["results"][0]["p_spiral"] for reply in replies[:3]]
     assert all(abs(reply["results"][0]["p_spiral"] - solo[i % 3]) < 1e-6 for i, reply in enumerate(replies))
 
@@ -163,10 +164,14 @@ def test_positions_are_fetched_and_classified(galaxies, monkeypatch, tmp_path):
         monkeypatch.setenv("ASTRO_DB_HOST", cutouts.url)
         with RunningService(ServiceSettings()) as client:
             answer = client.post("/v1/classify?survey=legacy", json=[{"ra": 150.1, "dec": 2.2, "id": "a"},
-                                                                    {"ra": 150.2, "dec": -89.9}])
+                                                                    {"ra": 150.2, "dec": -89.9},
+                                                                    {"ra": 150.3, "dec": -89.9, "id": "a"}])
+            refused = client.post("/v1/classify?survey=legacy", json=[{"ra": 150.2, "dec": -89.9}])
     rows = answer.json()["results"]
-    assert answer.status_code == 200 and [row["id"] for row in rows] == ["a", "2"]
+    assert answer.status_code == 200 and [row["id"] for row in rows] == ["a", "2", "a"]
     assert rows[0]["label"] and rows[0]["ra"] == pytest.approx(150.1) and "HTTP 404" in rows[1]["error"]
+    assert not rows[0]["error"] and "HTTP 404" in rows[2]["error"]  # errors follow the position, not the id
+    assert refused.status_code == 422 and "HTTP 404" in refused.json()["results"][0]["error"]  # as a failed upload
 
 
 @pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")

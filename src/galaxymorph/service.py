@@ -31,6 +31,7 @@ from galaxymorph.models import LoadedModel, bundled_models, load_model
 from galaxymorph.prediction import Classifier, Scores
 from galaxymorph.preprocess.decode import ModelInput, decode_bytes
 from galaxymorph.preprocess.parallel import DecodedBatch
+from galaxymorph.sources import file_id
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,10 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         try:
             form = await request.form(max_files=settings.max_files, max_part_size=settings.max_upload_bytes)
         except Exception as error:  # Starlette's MultiPartException and friends: the body is malformed or too big
-            raise ServiceError(413 if "size" in str(error).lower() or "too" in str(error).lower() else 400,
-                               f"cannot read the upload: {error}") from error
+            status = 413 if "size" in str(error).lower() or "too" in str(error).lower() else 400
+            detail = (f"at most {settings.max_files} files and {settings.max_upload_bytes} bytes a file per request"
+                      if status == 413 else f"cannot read the upload ({error})")
+            raise ServiceError(status, detail) from error
         files = [item for item in form.getlist(field_name) if hasattr(item, "read")]
         if not files:
             raise ServiceError(400, f"no file in the field {field_name!r} (fields sent: {sorted(set(form.keys()))})")
@@ -154,11 +157,12 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         except ImageReadError as error:
             return error
 
-    async def classify_images(named: list[tuple[str, bytes]]) -> list[dict]:
+    async def classify_images(named: list[tuple[str, bytes]], ids: list[str]) -> list[dict]:
+        """Rows for images (name for errors, bytes), with these ids, in order."""
         decoded = await asyncio.gather(*(decode(name, data) for name, data in named))
         size = loaded.preprocessing.image_size
         batch = DecodedBatch(
-            items=[CatalogRow(name, None) for name, _ in named],
+            items=[CatalogRow(row_id, None) for row_id in ids],
             images=np.stack([d.pixels if isinstance(d, ModelInput) else np.zeros((3, size, size), np.float32) for d in decoded]),
             errors=[d.reason if isinstance(d, ImageReadError) else "" for d in decoded],
             galaxy_found=[d.galaxy_found if isinstance(d, ModelInput) else None for d in decoded],
@@ -190,11 +194,10 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         service = CutoutService(survey)
         results = await asyncio.to_thread(lambda: list(iter_fetched(parsed, service, CutoutCache.default())))
         named = [(r.position.id, r.file.read_bytes() if r.file else b"") for r in results]
-        rows = await classify_images(named)
-        reasons = {r.position.id: r.error for r in results if r.error}
-        for row, position in zip(rows, parsed):
+        rows = await classify_images(named, [position.id for position in parsed])
+        for row, position, result in zip(rows, parsed, results):  # in order: ids may repeat
             row.update(ra=position.ra, dec=position.dec)
-            row["error"] = reasons.get(row["id"], row["error"])
+            row["error"] = result.error or row["error"]
         return rows
 
     async def with_timeout(work):
@@ -234,9 +237,10 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
                 raise ServiceError(422, 'send a JSON list of {"ra": degrees, "dec": degrees}')
             rows = await with_timeout(classify_positions(positions, request.query_params.get("survey", "sdss")))
         else:
-            rows = await with_timeout(classify_images(await uploads(request, "files", settings.max_files)))
-            if all(row["error"] for row in rows):
-                raise ServiceError(422, "no image could be read", results=_json_safe(rows))
+            named = await uploads(request, "files", settings.max_files)
+            rows = await with_timeout(classify_images(named, [file_id(name) for name, _ in named]))
+        if all(row["error"] for row in rows):  # an upload or a list of positions, alike
+            raise ServiceError(422, "no image could be read", results=_json_safe(rows))
         return JSONResponse({"model": loaded.name, "results": _json_safe(rows)})
 
     @app.post("/v1/explain", response_class=Response, responses={200: {"content": {"image/png": {}}}})

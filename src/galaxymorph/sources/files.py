@@ -49,6 +49,12 @@ def _walk_folder(folder: Path) -> Iterator[CatalogRow]:
                 yield CatalogRow(_stem(Path(name)), Path(root) / name)
 
 
+def file_id(path: str | os.PathLike) -> str:
+    """The id of a file given without one: its name without the extension (.fits.gz and the like
+    count as one), as `classify` and the web service both name rows."""
+    return _stem(Path(path))
+
+
 def _stem(path: Path) -> str:
     name = path.name
     for suffix in (".fits.gz", ".fit.gz", ".tar.gz", ".tar.bz2", ".tar.xz"):
