@@ -259,6 +259,17 @@ def test_classifying_a_manifest_keeps_the_reason_a_fetch_failed(tmp_path, local_
     assert "HTTP 404" in rows[-1]["error"] and "directory" not in rows[-1]["error"]
 
 
+def test_the_cli_warns_in_one_log_line_and_draws_no_progress_into_a_pipe(tmp_path, local_host, monkeypatch):
+    monkeypatch.delenv("SDSS_API_KEY")
+    catalog = positions_catalog(tmp_path / "positions.csv", 2)
+    command = [sys.executable, "-m", "galaxymorph", "fetch", str(catalog), "--survey", "sdss", "-o", str(tmp_path / "out")]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "WARNING: SDSS_API_KEY is not set: using the public, unauthenticated SDSS cutout service\n"
+    quiet = subprocess.run(command[:3] + ["--quiet"] + command[3:], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
 def test_the_cutout_server_command_serves_until_stopped():
     import httpx
 

@@ -46,8 +46,20 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                                   help="Print the version and exit.")] = False) -> None:
-    pass
+                                                   help="Print the version and exit.")] = False,
+             quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Errors only: no warnings.")] = False,
+             verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also say what is being done.")] = False) -> None:
+    """Warnings (a missing SDSS_API_KEY, say) are one log line each on stderr, not Python warnings."""
+    import logging
+    import warnings
+
+    logging.basicConfig(format="%(levelname)s: %(message)s",
+                        level=logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        logging.getLogger("galaxymorph").warning("%s", message)
+
+    warnings.showwarning = one_line
 
 
 def _fail(error: Exception) -> typer.Exit:

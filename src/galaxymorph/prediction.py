@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -290,7 +291,7 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
     given = ({str(Path(item)) for item in inputs if not isinstance(item, CatalogRow)}  # never consume an iterator
              if isinstance(inputs, (list, tuple)) else set())
     with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings) as writer, \
-            tqdm(desc="classify", unit="img", disable=not options.progress) as bar:
+            tqdm(desc="classify", unit="img", disable=not (options.progress and sys.stderr.isatty())) as bar:
         done = writer.rows_done
         remaining = inputs(done) if callable(inputs) else islice(_as_rows(inputs), done, None)
         for rows in predict(remaining, loaded, options=options):

@@ -16,6 +16,7 @@ import email.utils
 import io
 import math
 import os
+import sys
 import queue
 import random
 import ssl
@@ -362,7 +363,7 @@ def fetch_catalog(catalog: str | os.PathLike, output_dir: str | os.PathLike, ser
     counts = {"fetched": 0, "cached": 0, "failed": 0}
     positions = iter_sky_positions(catalog, ra_column=ra_column, dec_column=dec_column, id_column=id_column)
     cache = CutoutCache(output_dir)
-    with CatalogWriter(manifest) as writer, tqdm(desc="fetch", unit="img", disable=not progress) as bar:
+    with CatalogWriter(manifest) as writer, tqdm(desc="fetch", unit="img", disable=not (progress and sys.stderr.isatty())) as bar:
         for result in iter_fetched(positions, service, cache, options):
             counts[result.status] += 1
             writer.write([manifest_row(result, relative_to=output_dir)])

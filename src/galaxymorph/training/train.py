@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -425,7 +426,7 @@ def train(config: TrainConfig) -> Path:
         started, losses, outside = time.perf_counter(), [], []
         order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
         batches = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
-                       disable=not config.progress, leave=False)
+                       disable=not (config.progress and sys.stderr.isatty()), leave=False)
         for start in batches:
             rows = order[start:start + config.batch_size]
             batch, batch_targets = training.batch(rows, generator), torch.from_numpy(target_array[rows])
