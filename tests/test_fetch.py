@@ -280,7 +280,7 @@ def test_the_cutout_server_command_serves_until_stopped():
         answer = httpx.get(f"{url}/jpeg-cutout", params={"ra": 150.0, "dec": 2.0, "size": 64}, timeout=10)
         assert answer.status_code == 200 and Image.open(io.BytesIO(answer.content)).size == (64, 64)
     finally:
-        server.send_signal(signal.SIGINT)
+        server.terminate()
         assert server.wait(timeout=10) == 0
 
 

@@ -307,6 +307,7 @@ def cutout_server(
 ) -> None:
     """Run the local cutout server (SDSS and Legacy Survey protocols, generated galaxies) until Ctrl-C, for trying
     fetch and classify --fetch offline: set ASTRO_DB_HOST to the address it prints."""
+    import signal
     import time
 
     from galaxymorph.remote.local_server import LocalCutoutServer
@@ -315,6 +316,11 @@ def cutout_server(
         server = LocalCutoutServer(port=port, latency=latency, fault_rate=fault_rate)
     except (OSError, ValueError) as error:
         raise _fail(error) from error
+    def stop(signal_number: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for stopping in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell's background job starts with it ignored
+        signal.signal(stopping, stop)
     with server:
         typer.echo(f"cutout server at {server.url}; in another shell: export ASTRO_DB_HOST={server.url}  (Ctrl-C stops it)")
         try:
