@@ -19,6 +19,7 @@ from astropy.io import fits
 from PIL import Image
 
 from galaxymorph.catalog import CatalogRow, read_labelled_catalog
+from galaxymorph.evaluation import rows_of_split
 from galaxymorph.models import load_model
 from galaxymorph.prediction import PredictOptions, predict
 
@@ -38,10 +39,9 @@ def main() -> None:
     parser.add_argument("--model", default="galaxynet_ensemble")
     args = parser.parse_args()
     loaded = load_model(args.model)
-    wanted = set(loaded.metadata["split"][args.split])
     catalog = read_labelled_catalog(args.labels)
-    spirals = [(i, f, label) for i, f, label in zip(catalog.ids, catalog.files, catalog.labels)
-               if i in wanted and label in WINDINGS]
+    spirals = [(catalog.ids[i], catalog.files[i], catalog.labels[i])
+               for i in rows_of_split(catalog.ids, loaded, args.split, args.labels) if catalog.labels[i] in WINDINGS]
     with tempfile.TemporaryDirectory() as folder:
         written = []
         for row_id, file, _ in spirals:

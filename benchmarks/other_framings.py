@@ -14,7 +14,6 @@ rows so marked and how many of those are right.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import tempfile
@@ -24,10 +23,12 @@ from pathlib import Path
 import numpy as np
 from renderings import RENDERINGS, render
 
-from galaxymorph.catalog import CatalogRow, read_labelled_catalog
+from galaxymorph.catalog import CatalogRow, iter_catalog_rows, read_labelled_catalog
+from galaxymorph.evaluation import rows_of_split
 from galaxymorph.labels import binary_label
 from galaxymorph.metrics import binary_summary
 from galaxymorph.models import load_model
+from galaxymorph.outputs.catalog_writer import CatalogWriter
 from galaxymorph.prediction import BACKENDS, PredictOptions, predict
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -36,23 +37,21 @@ ZOOMED = "zoomed like zoomed-spirals (central 40%, 120 px)"
 
 def gz1_split(loaded, split: str) -> tuple[list[CatalogRow], list[bool]]:
     """The spiral and elliptical galaxies of the model's saved split of gz1-sdss, and which are spirals."""
-    catalog = read_labelled_catalog(DATA / "gz1-sdss" / "labels.csv")
-    wanted = set(loaded.metadata["split"][split])
-    chosen = [(i, f, binary_label(label)) for i, f, label in zip(catalog.ids, catalog.files, catalog.labels)
-              if i in wanted and binary_label(label)]
-    return [CatalogRow(i, f) for i, f, _ in chosen], [label == "spiral" for _, _, label in chosen]
+    labels = DATA / "gz1-sdss" / "labels.csv"
+    catalog = read_labelled_catalog(labels)
+    chosen = [i for i in rows_of_split(catalog.ids, loaded, split, labels) if binary_label(catalog.labels[i])]
+    return ([CatalogRow(catalog.ids[i], catalog.files[i]) for i in chosen],
+            [binary_label(catalog.labels[i]) == "spiral" for i in chosen])
 
 
 def zoomed_spirals() -> tuple[list[CatalogRow], list[bool]]:
-    with open(DATA / "zoomed-spirals" / "labels.csv", newline="") as handle:
-        files = [DATA / "zoomed-spirals" / row["file"] for row in csv.DictReader(handle)]
-    return [CatalogRow(f.stem, f) for f in files], [True] * len(files)
+    rows = list(iter_catalog_rows(DATA / "zoomed-spirals" / "labels.csv"))
+    return rows, [True] * len(rows)
 
 
 def gz2_ellipticals() -> tuple[list[CatalogRow], list[bool]]:
-    with open(DATA / "gz2-sdss" / "catalog.csv", newline="") as handle:
-        files = [DATA / "gz2-sdss" / row["file"] for row in csv.DictReader(handle) if row["rule_label"] == "elliptical"]
-    return [CatalogRow(f.stem, f) for f in files], [False] * len(files)
+    rows = [row for row in iter_catalog_rows(DATA / "gz2-sdss" / "catalog.csv") if row.columns["rule_label"] == "elliptical"]
+    return rows, [False] * len(rows)
 
 
 def rendered(rows: list[CatalogRow], rendering: str, scratch: Path) -> list[CatalogRow]:
@@ -122,11 +121,8 @@ def main() -> None:
 
 
 def save(results: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
+    with CatalogWriter(path) as writer:
+        writer.write(results)
 
 
 if __name__ == "__main__":

@@ -316,6 +316,7 @@ def cutout_server(
         server = LocalCutoutServer(port=port, latency=latency, fault_rate=fault_rate)
     except (OSError, ValueError) as error:
         raise _fail(error) from error
+
     def stop(signal_number: int, frame: object) -> None:
         raise KeyboardInterrupt
 
