@@ -1,8 +1,12 @@
+import hashlib
+import importlib.metadata
+import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow
 import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
@@ -79,7 +83,7 @@ def test_fine_classes_get_their_own_columns(tmp_path, galaxy_jpeg):
 def test_bad_options_are_refused(tmp_path):
     with pytest.raises(ValueError, match="backend must be one of"):
         PredictOptions(backend="tpu")
-    with pytest.raises(ValueError, match="output must end in .csv or .parquet"):
+    with pytest.raises(ValueError, match="output must end in .csv, .parquet, .fits or .ecsv"):
         classify([tmp_path], tmp_path / "out.txt")
 
 
@@ -167,3 +171,77 @@ def test_a_catalog_keeps_its_columns_and_its_own_labels(tmp_path, galaxy_jpeg):
     row = next(predict([tmp_path / "labels.csv"], options=PredictOptions(workers=0)))[0]
     assert (row["id"], row["redshift"], row["input_label"]) == ("7", "0.05", "spiral")  # a CSV's cells, as written
     assert row["label"] in ("elliptical", "spiral") and row["file"] == str(galaxy_jpeg)
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".ecsv"])
+def test_fits_and_ecsv_catalogs_describe_their_columns_and_record_their_provenance(tmp_path, galaxy_jpeg, suffix,
+                                                                                   trained_checkpoint):
+    from astropy.table import Table
+
+    (tmp_path / "catalog.csv").write_text(f"id,file,ra,dec,objid\nM51,{galaxy_jpeg},202.469575,47.195258,0012\n"
+                                          f"gone,missing.jpeg,10.5,-3.25,0013\n")
+    classify([tmp_path / "catalog.csv"], tmp_path / f"out{suffix}", model=trained_checkpoint,
+             options=PredictOptions(workers=0))
+    table = Table.read(tmp_path / f"out{suffix}")
+    assert list(table["id"]) == ["M51", "gone"] and list(table["objid"]) == ["0012", "0013"]  # ids stay text
+    assert table["ra"].unit == "deg" and table["ra"][0] == 202.469575 and table["dec"][1] == -3.25
+    assert "spiral" in table["p_spiral"].description and "why" in table["error"].description
+    p_spiral = np.ma.filled(table["p_spiral"], np.nan)  # FITS readers mask NaN
+    assert 0 <= p_spiral[0] <= 1 and math.isnan(p_spiral[1]) and "file not found" in table["error"][1]
+    record = table.meta["galaxymorph"] if suffix == ".ecsv" else {
+        "model": table.meta["MODEL"], "weights_sha256": table.meta["WEIGHTS"], "version": table.meta["SWVERSN"],
+        "created": table.meta["DATE"], "preprocessing": json.loads(table.meta["PREPROC"])}
+    assert record["model"] == Path(trained_checkpoint).stem
+    assert record["weights_sha256"] == hashlib.sha256(Path(trained_checkpoint).with_suffix(".pt").read_bytes()).hexdigest()
+    assert record["version"] == importlib.metadata.version("galaxymorph") and record["created"].startswith("20")
+    assert record["preprocessing"] == load_model(trained_checkpoint).preprocessing.to_dict()
+
+
+def test_a_csv_catalog_has_a_sidecar_and_parquet_keeps_its_provenance_in_the_schema(tmp_path, galaxy_jpeg):
+    for name in ("out.csv", "out.parquet", "dataset"):
+        classify([galaxy_jpeg], tmp_path / name, options=PredictOptions(workers=0))
+    sidecar = json.loads((tmp_path / "out.csv.json").read_text())
+    assert sidecar["provenance"]["model"] == "galaxynet_ensemble" and "confident" in sidecar["columns"]
+    for path in (tmp_path / "out.parquet", tmp_path / "dataset" / "part-000000.parquet"):
+        schema = pq.read_schema(path)
+        assert json.loads(schema.metadata[b"galaxymorph"])["weights_sha256"] == sidecar["provenance"]["weights_sha256"]
+        assert b"p_galaxy" not in schema.field("p_spiral").metadata[b"description"]
+
+
+def test_rows_with_columns_the_first_rows_lacked_do_not_end_the_job(tmp_path, galaxy_jpeg, caplog):
+    (tmp_path / "catalog.csv").write_text(f"id,file,ra\nM51,{galaxy_jpeg},202.469575\n")
+    inputs = [galaxy_jpeg, tmp_path / "catalog.csv"]
+    summary = classify(inputs, tmp_path / "out.csv", options=PredictOptions(workers=0, batch_size=1))
+    assert summary.rows == 2 and "columns ra of later inputs are left out" in caplog.text
+    classify(inputs, tmp_path / "out.ecsv", options=PredictOptions(workers=0, batch_size=1))
+    assert (tmp_path / "out.ecsv").read_text().splitlines()[-1].split()[-1] == "202.469575"  # FITS and ECSV keep all
+
+
+def test_a_fits_catalog_keeps_the_rows_computed_before_an_interruption(tmp_path):
+    from astropy.table import Table
+
+    from galaxymorph.outputs import CatalogWriter
+
+    with pytest.raises(KeyboardInterrupt), CatalogWriter(tmp_path / "out.fits") as writer:
+        writer.write([{"id": "a", "p_spiral": 0.25}])
+        raise KeyboardInterrupt
+    assert list(Table.read(tmp_path / "out.fits")["p_spiral"]) == [0.25]
+
+
+def test_the_progress_total_counts_files_and_catalog_rows_without_reading_images(tmp_path, galaxy_jpeg):
+    from galaxymorph.sources import count_inputs
+
+    write_examples(tmp_path / "folder", 3)
+    (tmp_path / "catalog.csv").write_text(f"file\n{galaxy_jpeg}\n{galaxy_jpeg}\n")
+    pq.write_table(pyarrow.table({"file": [str(galaxy_jpeg)] * 4}), tmp_path / "catalog.parquet")
+    assert count_inputs([tmp_path / "folder", tmp_path / "catalog.csv", tmp_path / "catalog.parquet", galaxy_jpeg]) == 10
+    assert count_inputs([tmp_path / "arrays.h5"]) is None  # counted only by reading it
+
+
+def test_every_output_column_is_described_in_the_files_and_in_the_readme():
+    from galaxymorph.outputs.metadata import COLUMN_DESCRIPTIONS
+    from galaxymorph.prediction import OUTPUT_COLUMNS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert set(COLUMN_DESCRIPTIONS) == set(OUTPUT_COLUMNS)
+    assert all(f"`{column}`" in readme for column in OUTPUT_COLUMNS)

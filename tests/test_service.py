@@ -174,15 +174,23 @@ def test_positions_are_fetched_and_classified(galaxies, monkeypatch, tmp_path):
     assert refused.status_code == 422 and "HTTP 404" in refused.json()["results"][0]["error"]  # as a failed upload
 
 
-@pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+needs_chromium = pytest.mark.skipif(__import__("shutil").which("chromium") is None,
+                                    reason="Debian's chromium is not installed (.ci/run installs it)")
+
+
+def headless_chromium(driver):
+    return driver.chromium.launch(executable_path="/usr/bin/chromium", args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+
+
+@needs_chromium
 def test_page_in_headless_chromium_shows_the_class_and_probability(galaxies, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     upload = tmp_path / "galaxy.jpeg"
     upload.write_bytes(galaxies[1])
     with RunningService(ServiceSettings()) as client, playwright.sync_playwright() as driver:
         expected = client.post("/v1/classify", files={"files": ("galaxy.jpeg", galaxies[1], "image/jpeg")}).json()["results"][0]
-        browser = driver.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        browser = headless_chromium(driver)
         page = browser.new_page()
         page.goto(client.base_url.join("/").__str__())
         page.set_input_files("#files", str(upload))
@@ -191,3 +199,18 @@ def test_page_in_headless_chromium_shows_the_class_and_probability(galaxies, tmp
         text = page.inner_text("#results")
         browser.close()
     assert expected["label"] in text and f"{expected['p_spiral']:.3f}" in text and "uncertainty" in text
+
+
+@needs_chromium
+def test_the_api_documentation_page_works_offline(service):
+    playwright = pytest.importorskip("playwright.sync_api")
+    elsewhere = []
+    with playwright.sync_playwright() as driver:
+        browser = headless_chromium(driver)
+        page = browser.new_page()
+        page.route(lambda url: not url.startswith(str(service.base_url)),  # as on a machine with no internet
+                   lambda route: (elsewhere.append(route.request.url), route.abort()))
+        page.goto(str(service.base_url.join("/docs")))
+        page.wait_for_selector("[data-path=\"/v1/classify\"]", timeout=30_000)
+        browser.close()
+    assert elsewhere == []

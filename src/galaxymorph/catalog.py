@@ -1,4 +1,4 @@
-"""Catalogs: tables with an id and a file column (CSV, Parquet or FITS), with or without labels.
+"""Catalogs: tables with an id and a file column (CSV, Parquet, FITS or ECSV), with or without labels.
 
 Zoobot's column names (`id_str`, `file_loc`) are accepted as aliases, so its users can bring their
 catalogs unchanged. File paths are relative to the catalog's folder unless absolute.
@@ -23,8 +23,8 @@ LABEL_COLUMNS = ("label", "gz1_class")
 RA_COLUMNS = ("ra", "RAJ2000", "RA_ICRS", "RAdeg")
 DEC_COLUMNS = ("dec", "DEJ2000", "DE_ICRS", "DEdeg")
 """Position columns found without options, in any case: the usual names and VizieR's."""
-CATALOG_SUFFIXES = (".csv", ".parquet", ".pq")
-_FITS_TABLE_SUFFIXES = (".fits", ".fit", ".fits.gz")
+CATALOG_SUFFIXES = (".csv", ".parquet", ".pq", ".ecsv")
+_ASTROPY_TABLE_SUFFIXES = (".fits", ".fit", ".fits.gz", ".ecsv")
 
 
 def is_catalog_file(path: str | os.PathLike) -> bool:
@@ -64,13 +64,13 @@ def iter_catalog_batches(path: str | os.PathLike, batch_rows: int = 10_000) -> I
             import pyarrow.parquet as pq
 
             batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
-        elif name.endswith(_FITS_TABLE_SUFFIXES):
+        elif name.endswith(_ASTROPY_TABLE_SUFFIXES):
             from astropy.table import Table
 
-            table = Table.read(path, format="fits")
+            table = Table.read(path, format="ascii.ecsv" if name.endswith(".ecsv") else "fits")
             batches = iter(pa.Table.from_pydict({c: table[c].tolist() for c in table.colnames}).to_batches())
         else:
-            raise CatalogError(f"catalog {path}: unsupported format (expected .csv, .parquet or .fits)")
+            raise CatalogError(f"catalog {path}: unsupported format (expected .csv, .parquet, .fits or .ecsv)")
         yielded = False
         for batch in batches:
             yielded = True
@@ -81,6 +81,19 @@ def iter_catalog_batches(path: str | os.PathLike, batch_rows: int = 10_000) -> I
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise CatalogError(f"catalog {path}: cannot be read ({exc})") from exc
+
+
+def count_catalog_rows(path: str | os.PathLike) -> int | None:
+    """A catalog's number of rows (a Parquet file's from its footer, others by reading it), or
+    None when it cannot be read: the caller reports that when it reads the rows."""
+    try:
+        if str(path).lower().endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        return sum(batch.num_rows for batch in iter_catalog_batches(path))
+    except (CatalogError, pa.ArrowException, OSError):
+        return None
 
 
 def position_columns(names: Sequence[str], ra_column: str = "ra", dec_column: str = "dec", *,

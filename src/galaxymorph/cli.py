@@ -92,7 +92,7 @@ def _predict_options(batch_size: int, workers: int | None, backend: str, tta: bo
 @app.command()
 def classify(
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively), catalogs (.csv/.parquet with a file column), HDF5 arrays (Galaxy10 layout) or tar shards (WebDataset layout).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output catalog, .csv or .parquet; or a folder (no suffix) for a Parquet dataset in ordered chunks, which --resume continues.")] = Path("morphology.csv"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output catalog: .csv (with a NAME.csv.json sidecar describing it), .parquet, .fits (binary table) or .ecsv, each with column descriptions and provenance; or a folder (no suffix) for a Parquet dataset in ordered chunks, which --resume continues.")] = Path("morphology.csv"),
     model: ModelOption = DEFAULT_MODEL,
     batch_size: BatchOption = BATCH_SIZE,
     workers: WorkersOption = None,
@@ -147,8 +147,9 @@ def classify(
                 def inputs(done: int):  # a resumed run fetches nothing for the rows it already has
                     return iter_fetched_rows(paths, service, cache, options=fetch_options, ra_column=ra_column,
                                              dec_column=dec_column, id_column=id_column, skip=done)
-            summary = run_classify(inputs, output, model=model, options=_predict_options(batch_size, workers, backend, tta, progress),
-                                   resume=resume, chunk_rows=chunk_rows)
+            options = _predict_options(batch_size, workers, backend, tta, progress)
+            summary = run_classify(inputs, output, model=model, options=options, resume=resume, chunk_rows=chunk_rows,
+                                   total=_progress_total(paths) if cutouts and progress else None)
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error
     for reason in summary.input_errors:  # whole inputs that failed, not only in the error column
@@ -159,6 +160,15 @@ def classify(
                + (" (reasons in the error column)" if summary.failed else ""))
     if summary.rows and summary.failed == summary.rows:
         raise typer.Exit(code=1)
+
+
+def _progress_total(paths: list[Path]) -> int | None:
+    """The rows of catalogs of positions, for the progress bar (only counted when it is shown)."""
+    import sys
+
+    from galaxymorph.sources import count_inputs
+
+    return count_inputs(paths) if sys.stderr.isatty() else None
 
 
 def _classify_on_cluster(paths, output, scheduler, model, backend, tta, cutouts, position_columns):

@@ -47,8 +47,9 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     from galaxymorph.outputs import CatalogWriter
+    from galaxymorph.outputs.metadata import provenance
 
-    with CatalogWriter(output_dir / "predictions.csv") as writer:
+    with CatalogWriter(output_dir / "predictions.csv", provenance=provenance(loaded, tta=options.tta)) as writer:
         writer.write([dict(row, true_label=truth[row["id"]]) for row in rows])
 
     metrics = {

@@ -274,24 +274,33 @@ class ClassifySummary:
 
 def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], Iterable[CatalogRow]],
              output: str | os.PathLike, *, model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
-             options: PredictOptions = PredictOptions(), resume: bool = False, chunk_rows: int = CHUNK_ROWS) -> ClassifySummary:
-    """Classify images and write the morphology catalog as results arrive: a .csv or .parquet file,
-    or a folder of Parquet chunks of `chunk_rows` rows that a killed run `resume`s (the inputs must
-    come in the same order: the rows the folder holds are skipped). `inputs` may also be a function
-    that gives the rows after the first N, for inputs that can skip rows without work (cutouts
-    still to be fetched). No input at all is a `CatalogError`, and leaves no empty catalog behind."""
+             options: PredictOptions = PredictOptions(), resume: bool = False, chunk_rows: int = CHUNK_ROWS,
+             total: int | None = None) -> ClassifySummary:
+    """Classify images and write the morphology catalog as results arrive: a .csv, .parquet, .fits or
+    .ecsv file, or a folder of Parquet chunks of `chunk_rows` rows that a killed run `resume`s (the
+    inputs must come in the same order: the rows the folder holds are skipped). `inputs` may also be
+    a function that gives the rows after the first N, for inputs that can skip rows without work
+    (cutouts still to be fetched); `total`, the number of rows when known, gives the progress bar
+    its end (counted here for a list of paths). The catalog records its provenance. No input at all
+    is a `CatalogError`, and leaves no empty catalog behind."""
     from tqdm import tqdm
 
     from galaxymorph.errors import CatalogError
+    from galaxymorph.outputs.metadata import provenance
+    from galaxymorph.sources import count_inputs
 
     output = check_output_path(output)
     loaded = load_model(model)
     settings = {"model": loaded.name, "classes": list(loaded.classes), "tta": options.tta}
     failed, input_errors = 0, []
-    given = ({str(Path(item)) for item in inputs if not isinstance(item, CatalogRow)}  # never consume an iterator
-             if isinstance(inputs, (list, tuple)) else set())
-    with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings) as writer, \
-            tqdm(desc="classify", unit="img", disable=not (options.progress and sys.stderr.isatty())) as bar:
+    listed = isinstance(inputs, (list, tuple))  # never consume an iterator
+    given = {str(Path(item)) for item in inputs if not isinstance(item, CatalogRow)} if listed else set()
+    show_progress = options.progress and sys.stderr.isatty()
+    if total is None and show_progress and listed and not any(isinstance(item, CatalogRow) for item in inputs):
+        total = count_inputs(inputs)
+    with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings,
+                             provenance=provenance(loaded, tta=options.tta)) as writer, \
+            tqdm(desc="classify", unit="img", total=total, initial=writer.rows_done, disable=not show_progress) as bar:
         done = writer.rows_done
         remaining = inputs(done) if callable(inputs) else islice(_as_rows(inputs), done, None)
         for rows in predict(remaining, loaded, options=options):

@@ -23,6 +23,7 @@ from importlib import resources
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from galaxymorph.catalog import CatalogRow
 from galaxymorph.config import DEFAULT_MODEL, service_api_key
@@ -110,7 +111,8 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
     loaded = loaded or load_model(settings.model)
     classifier = Classifier(loaded, tta=settings.tta)
     batcher = DynamicBatcher(classifier, settings.batch_window, settings.max_batch)
-    app = FastAPI(title="galaxymorph", summary="Galaxy morphology from survey images", version="1")
+    # /docs and /redoc with their scripts and styles served from the package: they work offline.
+    app = FastAPIOffline(title="galaxymorph", summary="Galaxy morphology from survey images", version="1")
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -7,6 +7,8 @@ ensemble, its number of `members`), classes, preprocessing, training data and sp
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -35,6 +37,8 @@ class LoadedModel:
     metadata: dict = field(default_factory=dict)
     int8_graph: Path | None = None
     """Its int8 ONNX graph (`galaxymorph quantize`), when one was made."""
+    weights_sha256: str | None = None
+    """The SHA-256 of its weights file, recorded in every catalog it makes; None for a model never saved."""
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -69,13 +73,15 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
     try:
         description = json.loads(description_path.read_text())
         model = build_model(description)
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        weights_bytes = weights.read_bytes()
+        model.load_state_dict(torch.load(io.BytesIO(weights_bytes), map_location="cpu", weights_only=True))
     except (KeyError, json.JSONDecodeError, RuntimeError) as exc:
         raise ModelError(f"checkpoint {path} is invalid: {exc}") from exc
     model.eval()
     preprocessing = Preprocessing.from_dict(description.get("preprocessing", {}))
     int8_graph = int8_graph_path(weights)
-    return LoadedModel(weights.stem, model, preprocessing, description, int8_graph if int8_graph.is_file() else None)
+    return LoadedModel(weights.stem, model, preprocessing, description, int8_graph if int8_graph.is_file() else None,
+                       hashlib.sha256(weights_bytes).hexdigest())
 
 
 def record_in_metadata(checkpoint: str | os.PathLike, key: str, value: dict) -> None:

@@ -356,14 +356,19 @@ def fetch_catalog(catalog: str | os.PathLike, output_dir: str | os.PathLike, ser
     reads), `status`, `attempts` and `error` of every row."""
     from tqdm import tqdm
 
+    from galaxymorph.catalog import count_catalog_rows
     from galaxymorph.outputs.catalog_writer import CatalogWriter
+    from galaxymorph.outputs.metadata import fetch_provenance
 
     output_dir = Path(output_dir)
     manifest = output_dir / "manifest.csv"
+    show_progress = progress and sys.stderr.isatty()
     counts = {"fetched": 0, "cached": 0, "failed": 0}
     positions = iter_sky_positions(catalog, ra_column=ra_column, dec_column=dec_column, id_column=id_column)
     cache = CutoutCache(output_dir)
-    with CatalogWriter(manifest) as writer, tqdm(desc="fetch", unit="img", disable=not (progress and sys.stderr.isatty())) as bar:
+    with CatalogWriter(manifest, provenance=fetch_provenance(service, options)) as writer, \
+            tqdm(desc="fetch", unit="img", total=count_catalog_rows(catalog) if show_progress else None,
+                 disable=not show_progress) as bar:
         for result in iter_fetched(positions, service, cache, options):
             counts[result.status] += 1
             writer.write([manifest_row(result, relative_to=output_dir)])

@@ -9,6 +9,7 @@ dask-jobqueue's `SLURMCluster`, whose scheduler address goes to `classify_on_clu
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from galaxymorph.catalog import FILE_COLUMNS, ID_COLUMNS, CatalogRow, catalog_row, find_column, sky_position
 from galaxymorph.config import DEFAULT_MODEL
+from galaxymorph.models import load_model
+from galaxymorph.outputs.metadata import provenance
 from galaxymorph.prediction import Classifier, ClassifySummary, PredictOptions, Scores
 from galaxymorph.preprocess.parallel import DecodedBatch
 from galaxymorph.remote import CutoutCache, CutoutService, FetchOptions
@@ -75,7 +78,9 @@ def classify_on_cluster(catalogs: Sequence[str | os.PathLike], output: str | os.
         stack.enter_context(Client(scheduler))
         results = [classify_dataframe(frame, model=model, options=options, folder=Path(catalog).parent, cutouts=cutouts)
                    for catalog, frame in zip(catalogs, frames)]
-        dd.concat(results).to_parquet(output, write_index=False, name_function=_chunk_name)
+        record = json.dumps(provenance(load_model(model), tta=options.tta))
+        dd.concat(results).to_parquet(output, write_index=False, name_function=_chunk_name,
+                                      custom_metadata={"galaxymorph": record})
     table = pyarrow.dataset.dataset(output).to_table(columns=["error"])
     failed = sum(1 for error in table.column("error").to_pylist() if error)
     return ClassifySummary(output, table.num_rows, failed)

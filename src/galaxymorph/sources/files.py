@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from galaxymorph.catalog import CatalogRow, is_catalog_file, iter_catalog_rows
+from galaxymorph.catalog import CatalogRow, count_catalog_rows, is_catalog_file, iter_catalog_rows
 from galaxymorph.errors import CatalogError
 from galaxymorph.preprocess import is_image_file
 from galaxymorph.sources.arrays import is_hdf5_file, iter_array_rows
@@ -31,6 +31,26 @@ def iter_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[CatalogRow]:
                 yield CatalogRow(_stem(path), path, error=str(exc))
         else:
             yield CatalogRow(_stem(path), path)
+
+
+def count_inputs(paths: Iterable[str | os.PathLike]) -> int | None:
+    """How many rows `iter_inputs(paths)` will yield (for a progress bar's total and time left), or
+    None where that is not known without reading every image (HDF5 arrays, tar shards, a catalog
+    that cannot be read)."""
+    total = 0
+    for path in map(Path, paths):
+        if path.is_dir():
+            total += sum(1 for _ in _walk_folder(path))
+        elif is_catalog_file(path):
+            rows = count_catalog_rows(path)
+            if rows is None:
+                return None
+            total += rows
+        elif _reader_of(path):
+            return None
+        else:
+            total += 1
+    return total
 
 
 def _reader_of(path: Path):
