@@ -180,8 +180,9 @@ def test_too_small_image(tmp_path):
         load_image(path)
 
 
-@pytest.mark.parametrize(("shape", "message"), [((4, 30, 30), "expected a 2-D image or a 3-band cube"),
-                                                ((2, 3, 30, 30), "expected a 2-D image or a 3-band cube")])
+@pytest.mark.parametrize(("shape", "message"), [((4, 30, 30), "image of 30x30 px holds 3,600 values: more than 3 bands"),
+                                                ((2, 3, 30, 30), "holds 5,400 values: more than 3 bands"),
+                                                ((5, 30, 2), "expected a 2-D image or a 3-band cube")])
 def test_fits_of_the_wrong_dimensions(tmp_path, shape, message):
     path = tmp_path / "cube.fits"
     fits.PrimaryHDU(np.ones(shape, np.float32)).writeto(path)

@@ -35,15 +35,75 @@ def _open_csv_as_text(path: Path):
     """A streaming reader of a CSV catalog whose every column is read as text, so that the output
     gives the catalog's own values back byte for byte (202.469575 stays 202.469575); empty cells
     are nulls."""
-    import csv as text_csv
-
     from pyarrow import csv
 
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        names = next(text_csv.reader(handle), [])
     return csv.open_csv(path, read_options=csv.ReadOptions(block_size=1 << 20),
-                        convert_options=csv.ConvertOptions(column_types={name: pa.string() for name in names},
+                        convert_options=csv.ConvertOptions(column_types={name: pa.string() for name in _csv_header(path)},
                                                            strings_can_be_null=True))
+
+
+def _csv_header(path: Path) -> list[str]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return next(csv.reader(handle), [])
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A catalog line that cannot be read (a CSV line with too many or too few fields, say): it
+    becomes one error row in its place, and the lines around it are read as usual."""
+
+    number: int
+    reason: str
+
+
+def iter_catalog_records(path: str | os.PathLike, batch_rows: int = 10_000) -> Iterator[tuple[list[str], list]]:
+    """Stream a catalog as (column names, records) in batches: each record a dict of its columns, or
+    a `BadLine`. CSV cells are text, as written (empty ones None), read line by line so that one
+    malformed line costs only itself."""
+    path = Path(path)
+    if not path.name.lower().endswith(".csv"):
+        for batch in iter_catalog_batches(path, batch_rows):
+            yield batch.schema.names, batch.to_pylist()
+        return
+    import csv
+
+    if not path.is_file():
+        raise CatalogError(f"catalog {path}: file not found")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            names = next(reader, None)
+            if not names:
+                raise CatalogError(f"catalog {path}: has no header line")
+            records, yielded = [], False
+            while True:
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    records.append(BadLine(reader.line_num, f"line {reader.line_num}: {exc}"))
+                    continue
+                if not fields:  # a blank line
+                    continue
+                if len(fields) != len(names):
+                    records.append(BadLine(reader.line_num, f"line {reader.line_num} has {len(fields)} fields; "
+                                                            f"the header has {len(names)}"))
+                else:
+                    records.append({name: value if value != "" else None for name, value in zip(names, fields)})
+                if len(records) >= batch_rows:
+                    yield names, records
+                    records, yielded = [], True
+            if records:
+                yield names, records
+            elif not yielded:
+                raise CatalogError(f"catalog {path}: has no rows")
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"catalog {path}: is not UTF-8 text ({exc})") from exc
+    except OSError as exc:
+        raise CatalogError(f"catalog {path}: cannot be read ({exc})") from exc
 
 
 def read_catalog(path: str | os.PathLike) -> pa.Table:
@@ -91,7 +151,7 @@ def count_catalog_rows(path: str | os.PathLike) -> int | None:
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(path).metadata.num_rows
-        return sum(batch.num_rows for batch in iter_catalog_batches(path))
+        return sum(len(records) for _, records in iter_catalog_records(path))
     except (CatalogError, pa.ArrowException, OSError):
         return None
 
@@ -136,17 +196,19 @@ class CatalogRow:
 
 def iter_catalog_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:
     """Stream (id, file) rows of a catalog, with all its columns (which the output keeps); files are
-    resolved relative to the catalog's folder."""
+    resolved relative to the catalog's folder. A line that cannot be read is a row with its reason."""
     path = Path(path)
-    for batch in iter_catalog_batches(path):
-        names = batch.schema.names
+    for names, records in iter_catalog_records(path):
         if not set(FILE_COLUMNS) & set(names) and _has_positions(names):
             raise CatalogError(f"catalog {path}: has sky positions (ra, dec) but no image files; fetch their "
                                "cutouts with `galaxymorph classify --fetch` or `galaxymorph fetch`")
         file_column = find_column(names, FILE_COLUMNS, path=path)
         id_column = find_column(names, ID_COLUMNS, path=path, required=False)
-        for columns in batch.to_pylist():
-            yield catalog_row(columns, folder=path.parent, file_column=file_column, id_column=id_column)
+        for record in records:
+            if isinstance(record, BadLine):
+                yield CatalogRow(f"line {record.number}", None, f"catalog {path}: {record.reason}")
+            else:
+                yield catalog_row(record, folder=path.parent, file_column=file_column, id_column=id_column)
 
 
 def _has_positions(names: Sequence[str]) -> bool:
@@ -186,12 +248,14 @@ def iter_sky_positions(path: str | os.PathLike, *, ra_column: str = "ra", dec_co
     coordinate gets its reason in `error`; without an id column, the id is the row number."""
     path = Path(path)
     number = 0
-    for batch in iter_catalog_batches(path):
-        names = batch.schema.names
+    for names, records in iter_catalog_records(path):
         ra_name, dec_name = position_columns(names, ra_column, dec_column, path=path)
         id_name = find_column(names, [id_column] if id_column else ID_COLUMNS, path=path, required=id_column is not None)
-        for columns in batch.to_pylist():
+        for columns in records:
             number += 1
+            if isinstance(columns, BadLine):
+                yield SkyPosition(f"line {columns.number}", math.nan, math.nan, {}, f"catalog {path}: {columns.reason}")
+                continue
             row_id = str(columns[id_name]) if id_name and columns[id_name] is not None else str(number)
             yield sky_position(columns, row_id=row_id, ra_column=ra_name, dec_column=dec_name, row_name=f"row {number}")
 

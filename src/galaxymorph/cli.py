@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from galaxymorph.config import BATCH_SIZE, CALIBRATION_IMAGES, DEFAULT_MODEL, SPLIT_SEED, Preprocessing
+from galaxymorph.config import BATCH_SIZE, CALIBRATION_IMAGES, DEFAULT_MODEL, MAX_PIXELS, SPLIT_SEED, Preprocessing
 from galaxymorph.outputs.catalog_writer import CHUNK_ROWS
 
 app = typer.Typer(help="Galaxy morphology from survey images: elliptical or spiral, then the finer classes.",
@@ -83,10 +83,12 @@ def _workers(workers: int | None) -> int:
     return default_workers() if workers is None else workers
 
 
-def _predict_options(batch_size: int, workers: int | None, backend: str, tta: bool = False, progress: bool = True):
+def _predict_options(batch_size: int, workers: int | None, backend: str, tta: bool = False, progress: bool = True,
+                     max_pixels: int = MAX_PIXELS):
     from galaxymorph.prediction import PredictOptions
 
-    return PredictOptions(batch_size=batch_size, workers=_workers(workers), backend=backend, tta=tta, progress=progress)
+    return PredictOptions(batch_size=batch_size, workers=_workers(workers), backend=backend, tta=tta, progress=progress,
+                          max_pixels=max_pixels)
 
 
 @app.command()
@@ -99,6 +101,7 @@ def classify(
     backend: BackendOption = "auto",
     tta: TtaOption = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    max_pixels: Annotated[int, typer.Option(help="Larger images get an error row, judged from their header before their pixels are read (each decoding process needs about 10 bytes a pixel).")] = MAX_PIXELS,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run into the same dataset folder: rows it holds are skipped (same inputs, same order).", rich_help_panel="Survey scale")] = False,
     chunk_rows: Annotated[int, typer.Option(help="Rows per Parquet chunk of a dataset folder.", rich_help_panel="Survey scale")] = CHUNK_ROWS,
     scheduler: Annotated[Optional[str], typer.Option(help="Run on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' for a LocalCluster; PATHS are catalogs, the output a dataset folder. Needs galaxymorph[scale].", rich_help_panel="Survey scale")] = None,
@@ -147,7 +150,7 @@ def classify(
                 def inputs(done: int):  # a resumed run fetches nothing for the rows it already has
                     return iter_fetched_rows(paths, service, cache, options=fetch_options, ra_column=ra_column,
                                              dec_column=dec_column, id_column=id_column, skip=done)
-            options = _predict_options(batch_size, workers, backend, tta, progress)
+            options = _predict_options(batch_size, workers, backend, tta, progress, max_pixels)
             summary = run_classify(inputs, output, model=model, options=options, resume=resume, chunk_rows=chunk_rows,
                                    total=_progress_total(paths) if cutouts and progress else None)
     except (GalaxyMorphError, ValueError) as error:

@@ -26,6 +26,11 @@ SDSS cutouts of 423 px show the galaxy in the central 10-30% of the frame; keepi
 MIN_IMAGE_SIZE = 8
 """Images with a side shorter than this are refused: nothing can be learnt from them."""
 
+MAX_PIXELS = 25_000_000
+"""Images of more pixels (5000 x 5000) are refused from their header, before their pixels are read,
+so that one file cannot take a decoding process's memory (`--max-pixels` raises it). Survey
+cutouts are far smaller: 424 x 424 px by default, 3000 x 3000 at most from `fetch`."""
+
 BATCH_SIZE = 128
 DEFAULT_MODEL = "galaxynet_ensemble"
 """Name of the bundled pretrained model that `classify` uses by default."""

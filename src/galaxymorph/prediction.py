@@ -21,7 +21,7 @@ import numpy as np
 
 from galaxymorph.catalog import CatalogRow
 from galaxymorph.config import (BATCH_SIZE, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, CONFIDENT_MIN_GALAXY, DEFAULT_MODEL,
-                                LABEL_MIN_GALAXY)
+                                LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE)
 from galaxymorph.labels import BINARY_CLASSES, galaxy_probability, has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs.catalog_writer import CHUNK_ROWS, check_output_path, open_catalog_writer
@@ -39,8 +39,9 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """How prediction runs: batch size, decoding processes, inference back-end and threads, and
-    test-time augmentation (`tta`: average over the 8 rotations and mirror images of each input)."""
+    """How prediction runs: batch size, decoding processes, inference back-end and threads,
+    test-time augmentation (`tta`: average over the 8 rotations and mirror images of each input),
+    and the largest image read (`max_pixels`; larger ones get an error row from their header)."""
 
     batch_size: int = BATCH_SIZE
     workers: int = field(default_factory=default_workers)
@@ -48,6 +49,7 @@ class PredictOptions:
     threads: int | None = None
     tta: bool = False
     progress: bool = False
+    max_pixels: int = MAX_PIXELS
 
     def inference_threads(self) -> int | None:
         """`threads`, else one thread when decoding processes take every core (more would only
@@ -61,6 +63,8 @@ class PredictOptions:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.max_pixels < MIN_IMAGE_SIZE ** 2:
+            raise ValueError(f"max_pixels must be at least {MIN_IMAGE_SIZE ** 2}, got {self.max_pixels}")
 
 
 @dataclass
@@ -179,7 +183,8 @@ class Classifier:
         """Output rows for input rows, batch by batch, decoding in `options.workers` processes."""
         preprocessing = self.loaded.preprocessing
         for decoded in decode_in_batches(rows, preprocessing, file_of=lambda row: None if row.error else row.file,
-                                         batch_size=options.batch_size, workers=options.workers):
+                                         batch_size=options.batch_size, workers=options.workers,
+                                         max_pixels=options.max_pixels):
             yield self.rows(decoded)
 
     def rows(self, decoded: DecodedBatch[CatalogRow]) -> list[dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from galaxymorph.config import CHANNELS, MIN_IMAGE_SIZE, Preprocessing
+from galaxymorph.config import CHANNELS, MAX_PIXELS, MIN_IMAGE_SIZE, Preprocessing
 from galaxymorph.errors import ImageReadError
 from galaxymorph.preprocess.framing import find_central_source
 
@@ -27,6 +28,10 @@ FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp") + FITS_SUFFIXES
 _FITS_MAGIC = b"SIMPLE  ="
 _16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+_FITS_BITPIX = (8, 16, 32, 64, -32, -64)
+_JPEG_MIN_BITS_PER_BLOCK = 1
+"""Every 8x8 block of a JPEG's first component costs at least one bit (its DC code), so a file with
+fewer bytes than that cannot hold the pixels its header claims: its decoder would fill them in."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -60,22 +65,22 @@ def load_image(path: str | os.PathLike, preprocessing: Preprocessing = Preproces
     return read_model_input(path, preprocessing).pixels
 
 
-def read_model_input(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing()) -> ModelInput:
-    """`load_image`, also saying whether framing found a central galaxy."""
+def read_model_input(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing(), *,
+                     max_pixels: int = MAX_PIXELS) -> ModelInput:
+    """`load_image`, also saying whether framing found a central galaxy. Images of more than
+    `max_pixels` pixels are refused from their header, before their pixels are read."""
     path = Path(path)
     with _read_errors_named(path):
         if path.stat().st_size == 0:
             raise ImageReadError(path, "file is empty")
         if _is_fits(path):
-            return _frame_float(_read_fits(path, preprocessing), preprocessing)
-        return _load_pil(path, preprocessing)
+            return _frame_float(_read_fits(path, preprocessing, max_pixels=max_pixels), preprocessing)
+        return _load_pil(path, preprocessing, max_pixels=max_pixels)
 
 
 def decode_bytes(data: bytes, name: str, preprocessing: Preprocessing = Preprocessing(), *,
-                 max_pixels: int | None = None) -> ModelInput:
-    """`read_model_input` for a file held in memory (an upload); `name` labels the errors. Images
-    with more than `max_pixels` pixels are refused before their pixels are decoded (decompression
-    bombs)."""
+                 max_pixels: int = MAX_PIXELS) -> ModelInput:
+    """`read_model_input` for a file held in memory (an upload); `name` labels the errors."""
     if not data:
         raise ImageReadError(name, "file is empty")
     with _read_errors_named(name):
@@ -116,11 +121,17 @@ def _read_errors_named(source: object) -> Iterator[None]:
         raise ImageReadError(source, f"image is far too large ({exc})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageReadError(source, f"corrupt or truncated image ({exc})") from exc
+    except Exception as exc:  # a reader's own bug on a hostile file ends this file, never the job
+        raise ImageReadError(source, f"cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
-def _check_pixels(path: object, width: int, height: int, max_pixels: int | None) -> None:
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageReadError(path, f"image is {width}x{height} px, more than the {max_pixels:,} pixels allowed")
+def _check_pixels(path: object, width: int, height: int, max_pixels: int, values: int | None = None) -> None:
+    """Refuse images of more than `max_pixels` pixels, or of more than 3 values a pixel (bands)."""
+    if width * height > max_pixels:
+        raise ImageReadError(path, f"image is {width}x{height} px, more than the {max_pixels:,} pixels allowed "
+                                   "(--max-pixels)")
+    if values is not None and values > CHANNELS * max(width * height, 1):
+        raise ImageReadError(path, f"image of {width}x{height} px holds {values:,} values: more than {CHANNELS} bands")
 
 
 def _is_fits(path: Path) -> bool:
@@ -131,20 +142,44 @@ def _is_fits(path: Path) -> bool:
 
 
 def _load_pil(path: Path | str, preprocessing: Preprocessing, source: io.BytesIO | None = None,
-              max_pixels: int | None = None) -> ModelInput:
-    with Image.open(source or path) as image:
+              max_pixels: int = MAX_PIXELS) -> ModelInput:
+    with warnings.catch_warnings():  # PIL's own decompression-bomb warning: the size is checked here
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(source or path)
+    with image:
         _check_pixels(path, image.width, image.height, max_pixels)
         if image.format == "JPEG":
+            _check_jpeg_holds_its_pixels(path, image, source)
             # The decoder picks a scale of 1/2, 1/4 or 1/8 that still covers the requested size.
             needed = math.ceil(preprocessing.image_size / preprocessing.crop_fraction)
             image.draft("RGB", (needed, needed))
         image.load()
         _check_size(path, image.width, image.height)
         if image.mode in _16_BIT_MODES or image.mode == "F":
-            pixels = np.asarray(image, dtype=np.float32)
-            white = 65535.0 if image.mode != "F" else max(float(np.nanmax(pixels)), 1e-12)
-            return _frame_float(np.repeat((pixels / white)[None], CHANNELS, axis=0), preprocessing)
+            grey = _finite_grey(path, np.array(image, dtype=np.float32))
+            grey /= 65535.0 if image.mode != "F" else max(float(grey.max()), 1e-12)
+            return _frame_float(np.broadcast_to(grey, (CHANNELS, *grey.shape)), preprocessing)
         return _frame_rgb(image.convert("RGB"), preprocessing)
+
+
+def _check_jpeg_holds_its_pixels(path: Path | str, image: Image.Image, source: io.BytesIO | None) -> None:
+    """Refuse a JPEG too small for the pixels its header claims, which the decoder would make up."""
+    size = source.getbuffer().nbytes if source is not None else os.stat(path).st_size
+    blocks = math.ceil(image.width / 8) * math.ceil(image.height / 8)
+    if size * 8 < blocks * _JPEG_MIN_BITS_PER_BLOCK:
+        raise ImageReadError(path, f"JPEG of {size:,} bytes cannot hold the {image.width}x{image.height} px its header "
+                                   "claims (truncated or forged)")
+
+
+def _finite_grey(path: Path | str, pixels: np.ndarray) -> np.ndarray:
+    """A one-band image with its NaN and infinite pixels (masked or missing) set to the median of
+    the others, as FITS images are; an image with none finite is refused."""
+    finite = np.isfinite(pixels)
+    if finite.all():
+        return pixels
+    if not finite.any():
+        raise ImageReadError(path, "image has no finite pixels")
+    return np.where(finite, pixels, np.median(pixels[finite])).astype(np.float32)
 
 
 def _check_size(path: Path, width: int, height: int) -> None:
@@ -226,6 +261,9 @@ def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
     return ModelInput(_resample_bands(pixels, box, preprocessing.image_size), found, truncated)
 
 
+_STRIP_PIXELS = 1 << 20
+
+
 def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
     """Crop and resize a (3, H, W) float array in [0, 1]."""
     height, width = bands.shape[1:]
@@ -233,8 +271,14 @@ def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
     def reduced_intensity(window: tuple[int, int, int], factor: int) -> np.ndarray:
         left, top, side = window
         cells = side // factor
-        intensity = bands[:, top:top + side, left:left + side].mean(axis=0, dtype=np.float64)
-        return intensity.reshape(cells, factor, cells, factor).mean(axis=(1, 3))
+        strip = max(1, _STRIP_PIXELS // (side * factor))  # rows of cells at a time: a large image needs no float64 copy
+
+        def reduced(first: int) -> np.ndarray:
+            rows = slice(top + first * factor, top + min(first + strip, cells) * factor)
+            intensity = bands[:, rows, left:left + side].mean(axis=0, dtype=np.float64)
+            return intensity.reshape(-1, factor, cells, factor).mean(axis=(1, 3))
+
+        return np.concatenate([reduced(first) for first in range(0, cells, strip)])
 
     box, found, truncated = _frame_box(width, height, preprocessing, reduced_intensity)
     return ModelInput(_resample_bands(bands, box, preprocessing.image_size), found, truncated)
@@ -250,8 +294,9 @@ def _resample_bands(bands: np.ndarray, box: tuple[float, float, float, float], s
     left, top, right, bottom = box
     rows, row_weights = _linear_filter_taps(top, bottom, bands.shape[1], size)
     columns, column_weights = _linear_filter_taps(left, right, bands.shape[2], size)
-    framed = np.einsum("cikw,ik->ciw", bands[:, rows, :], row_weights)
-    framed = np.einsum("cijk,jk->cij", framed[:, :, columns], column_weights)
+    first, last = int(columns.min()), int(columns.max()) + 1  # only the columns the box needs, a band at a time
+    framed = np.stack([np.einsum("ikw,ik->iw", band[rows, first:last], row_weights) for band in bands])
+    framed = np.einsum("cijk,jk->cij", framed[:, :, columns - first], column_weights)
     return np.clip(framed, 0.0, 1.0).astype(np.float32)
 
 
@@ -271,34 +316,43 @@ def _linear_filter_taps(start: float, stop: float, length: int, size: int) -> tu
 
 
 def _read_fits(path: Path | str, preprocessing: Preprocessing, source: io.BytesIO | None = None,
-               max_pixels: int | None = None) -> np.ndarray:
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a single-band image or a 3-band cube and asinh-stretch it to (3, H, W) in [0, 1], the
     right way up: FITS stores the bottom row first, and where a celestial WCS is present the image
-    is turned so that north is up and east left, as in the surveys' JPEGs."""
+    is turned so that north is up and east left, as in the surveys' JPEGs. The first image HDU with
+    data is read, after its header's data type and size (every axis; for compressed images, the
+    size they decompress to) have been checked."""
     from astropy.io import fits
 
     with fits.open(source or path, memmap=False) as hdus:
-        image_hdu = next((hdu for hdu in hdus if hdu.header.get("NAXIS", 0) >= 2), None)
-        if image_hdu is not None and max_pixels is not None:
-            shape = [image_hdu.header.get(f"NAXIS{axis}", 1) for axis in range(1, image_hdu.header["NAXIS"] + 1)]
-            _check_pixels(path, shape[0], shape[1], max_pixels)
-        data_hdu = next((hdu for hdu in hdus if hdu.data is not None and hdu.data.ndim >= 2), None)
-        if data_hdu is None:
+        image_hdu = next((hdu for hdu in hdus if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+                          and _header_int(path, hdu.header, "NAXIS") >= 2), None)
+        if image_hdu is None:
             raise ImageReadError(path, "FITS file has no image data")
-        bands = np.array(data_hdu.data, dtype=np.float32)
-        header = data_hdu.header
+        header = image_hdu.header
+        if header.get("BITPIX") not in _FITS_BITPIX:
+            raise ImageReadError(path, f"FITS header BITPIX = {header['BITPIX']} is not a FITS data type")
+        axes = sorted((_header_int(path, header, f"NAXIS{axis}") for axis in range(1, header["NAXIS"] + 1)), reverse=True)
+        _check_pixels(path, axes[0], axes[1], max_pixels, values=math.prod(axes))
+        bands = np.array(image_hdu.data, dtype=np.float32)
     bands = _as_bands(path, np.squeeze(bands) if bands.ndim > 2 else bands)
     bands = _north_up(bands, header)[:, ::-1, :]  # bottom row first -> top row first
     _check_size(path, bands.shape[2], bands.shape[1])
     return _asinh_stretch(path, np.ascontiguousarray(bands), preprocessing)
 
 
+def _header_int(path: Path | str, header, keyword: str) -> int:
+    """A size keyword's value (0 when absent), refusing one that is not a whole number >= 0."""
+    value = header.get(keyword, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ImageReadError(path, f"FITS header {keyword} = {value!r} is not a whole number")
+    return value
+
+
 def _north_up(bands: np.ndarray, header) -> np.ndarray:
     """Bands (3, Y, X) in FITS order (Y up), turned so that declination grows with Y and right
     ascension falls with X (north up, east left), where the header has a celestial WCS; as they
     are otherwise (or where the WCS cannot be read)."""
-    import warnings
-
     from astropy.wcs import WCS
 
     try:

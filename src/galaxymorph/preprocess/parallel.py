@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import islice
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from galaxymorph.config import CHANNELS, Preprocessing
+from galaxymorph.config import CHANNELS, MAX_PIXELS, Preprocessing
 from galaxymorph.errors import ImageReadError
 from galaxymorph.preprocess.decode import ModelInput, read_model_input
 
@@ -36,7 +37,7 @@ _blocks: dict[str, shared_memory.SharedMemory] = {}
 class ImageSource(Protocol):
     """An image that is not a file of its own (a row of an HDF5 array, a member of a tar shard)."""
 
-    def model_input(self, preprocessing: Preprocessing) -> ModelInput: ...
+    def model_input(self, preprocessing: Preprocessing, max_pixels: int = MAX_PIXELS) -> ModelInput: ...
 
 
 @dataclass
@@ -53,9 +54,9 @@ class DecodedBatch(Generic[Item]):
 
 
 def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Preprocessing, *,
-                 out: np.ndarray | None = None) -> DecodedBatch[Path | ImageSource | None]:
+                 out: np.ndarray | None = None, max_pixels: int = MAX_PIXELS) -> DecodedBatch[Path | ImageSource | None]:
     """Decode files into (N, 3, S, S) float32 (into `out` when given); a failed file leaves zeros
-    and its reason in errors.
+    and its reason in errors, whatever went wrong: one file never ends a batch.
 
     A `None` file is a row that failed before decoding; its slot stays empty with no error here.
     """
@@ -67,9 +68,12 @@ def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Prep
         if file is None:
             continue
         try:
-            decoded = file.model_input(preprocessing) if isinstance(file, ImageSource) else read_model_input(file, preprocessing)
+            decoded = (file.model_input(preprocessing, max_pixels) if isinstance(file, ImageSource)
+                       else read_model_input(file, preprocessing, max_pixels=max_pixels))
         except ImageReadError as exc:
             batch.errors[i] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a reader's bug on a hostile file is that file's error
+            batch.errors[i] = f"{file}: cannot be read ({type(exc).__name__}: {exc})"
         else:
             images[i], batch.galaxy_found[i], batch.galaxy_truncated[i] = decoded.pixels, decoded.galaxy_found, decoded.galaxy_truncated
     return batch
@@ -82,6 +86,7 @@ def decode_in_batches(
     file_of: Callable[[Item], Path | ImageSource | None],
     batch_size: int,
     workers: int,
+    max_pixels: int = MAX_PIXELS,
 ) -> Iterator[DecodedBatch[Item]]:
     """Yield decoded batches of `items`, in input order.
 
@@ -93,14 +98,15 @@ def decode_in_batches(
     batches = iter(lambda: list(islice(iter_items, batch_size)), [])
     if workers <= 0:
         for batch in batches:
-            yield replace(decode_files([file_of(item) for item in batch], preprocessing), items=batch)
+            yield replace(decode_files([file_of(item) for item in batch], preprocessing, max_pixels=max_pixels), items=batch)
         return
     in_flight = workers * BATCHES_IN_FLIGHT_PER_WORKER
     shape = (batch_size, CHANNELS, preprocessing.image_size, preprocessing.image_size)
     context = multiprocessing.get_context()
     with _shared_blocks(in_flight + 1, shape, inherited=context.get_start_method() == "fork") as blocks, \
             ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from _pipelined(pool, batches, preprocessing, file_of, blocks, shape)
+        yield from _pipelined(pool, batches, partial(_decode_into_block, preprocessing=preprocessing, max_pixels=max_pixels),
+                              file_of, blocks, shape)
 
 
 def model_inputs(files: Sequence[Path], preprocessing: Preprocessing, workers: int) -> np.ndarray:
@@ -140,7 +146,7 @@ def _shared_blocks(count: int, shape: tuple[int, ...], *, inherited: bool) -> It
                 block.unlink()
 
 
-def _pipelined(pool: Executor, batches: Iterator[list], preprocessing: Preprocessing, file_of: Callable,
+def _pipelined(pool: Executor, batches: Iterator[list], decode: Callable, file_of: Callable,
                blocks: list[shared_memory.SharedMemory], shape: tuple[int, ...]) -> Iterator[DecodedBatch]:
     free = deque(blocks)
     pending: deque[tuple[list, shared_memory.SharedMemory, Future]] = deque()
@@ -149,7 +155,7 @@ def _pipelined(pool: Executor, batches: Iterator[list], preprocessing: Preproces
         batch = next(batches, None)
         if batch is not None:
             block = free.popleft()
-            future = pool.submit(_decode_into_block, block.name, shape, [file_of(item) for item in batch], preprocessing)
+            future = pool.submit(decode, block.name, shape, [file_of(item) for item in batch])
             pending.append((batch, block, future))
 
     for _ in range(len(blocks) - 1):
@@ -164,13 +170,13 @@ def _pipelined(pool: Executor, batches: Iterator[list], preprocessing: Preproces
         submit_next()
 
 
-def _decode_into_block(name: str, shape: tuple[int, ...], files: list, preprocessing: Preprocessing
-                       ) -> tuple[list[str], list[bool | None], list[bool | None]]:
+def _decode_into_block(name: str, shape: tuple[int, ...], files: list, *, preprocessing: Preprocessing,
+                       max_pixels: int) -> tuple[list[str], list[bool | None], list[bool | None]]:
     """In a worker: decode into the named shared-memory block; only the reasons travel back."""
     if name not in _blocks:  # not inherited through fork: attach by name
         _blocks[name] = shared_memory.SharedMemory(name=name)
     block = _blocks[name]
     out = np.ndarray(shape, dtype=np.float32, buffer=block.buf)[:len(files)]
-    batch = decode_files(files, preprocessing, out=out)
+    batch = decode_files(files, preprocessing, out=out, max_pixels=max_pixels)
     del out
     return batch.errors, batch.galaxy_found, batch.galaxy_truncated

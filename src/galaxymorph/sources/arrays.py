@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from galaxymorph.catalog import CatalogRow
-from galaxymorph.config import Preprocessing
+from galaxymorph.config import MAX_PIXELS, Preprocessing
 from galaxymorph.errors import CatalogError, ImageReadError
 from galaxymorph.preprocess.decode import ModelInput, decode_array
 
@@ -36,7 +36,8 @@ class ArrayImage:
     def __str__(self) -> str:
         return f"{self.path}[{self.index}]"
 
-    def model_input(self, preprocessing: Preprocessing) -> ModelInput:
+    def model_input(self, preprocessing: Preprocessing, max_pixels: int = MAX_PIXELS) -> ModelInput:
+        """The image as a model input; `max_pixels` does not apply (the file's array fixes every image's size)."""
         try:
             pixels = _images(self.path)[self.index]
         except (OSError, KeyError, ValueError) as exc:
@@ -52,6 +53,8 @@ def iter_array_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:
     try:
         with h5py.File(path, "r") as handle:
             images = handle[IMAGES_DATASET]
+            if not isinstance(images, h5py.Dataset):
+                raise CatalogError(f"HDF5 file {path}: {IMAGES_DATASET!r} is a {type(images).__name__}, not an array of images")
             if images.ndim not in (3, 4):
                 raise CatalogError(f"HDF5 file {path}: {IMAGES_DATASET!r} has shape {images.shape}; "
                                    "expected N x H x W x 3 (or N x H x W)")

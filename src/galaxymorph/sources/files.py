@@ -29,6 +29,8 @@ def iter_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[CatalogRow]:
                 yield from reader(path)
             except CatalogError as exc:
                 yield CatalogRow(_stem(path), path, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a reader's bug on a hostile file ends that file only
+                yield CatalogRow(_stem(path), path, error=f"{path}: cannot be read ({type(exc).__name__}: {exc})")
         else:
             yield CatalogRow(_stem(path), path)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from galaxymorph.catalog import CatalogRow
-from galaxymorph.config import Preprocessing
+from galaxymorph.config import MAX_PIXELS, Preprocessing
 from galaxymorph.errors import CatalogError, ImageReadError
 from galaxymorph.preprocess.decode import ModelInput, decode_bytes, is_image_file
 
@@ -41,7 +41,7 @@ class ShardMember:
     def __str__(self) -> str:
         return f"{self.shard}:{self.name}"
 
-    def model_input(self, preprocessing: Preprocessing) -> ModelInput:
+    def model_input(self, preprocessing: Preprocessing, max_pixels: int = MAX_PIXELS) -> ModelInput:
         data = self.data
         if data is None:
             try:
@@ -52,7 +52,7 @@ class ShardMember:
                 raise ImageReadError(self, f"cannot be read from the shard ({exc})") from exc
             if len(data) != self.size:
                 raise ImageReadError(self, "the shard ends inside this member (truncated)")
-        return decode_bytes(data, str(self), preprocessing)
+        return decode_bytes(data, str(self), preprocessing, max_pixels=max_pixels)
 
 
 def iter_shard_rows(path: str | os.PathLike) -> Iterator[CatalogRow]:

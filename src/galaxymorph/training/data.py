@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from galaxymorph.catalog import LabelledCatalog
-from galaxymorph.config import Preprocessing, cache_dir
+from galaxymorph.config import MAX_PIXELS, Preprocessing, cache_dir
 from galaxymorph.errors import CatalogError, ImageReadError
 from galaxymorph.labels import BINARY_CLASSES, GZ1_CLASSES, binary_label
 from galaxymorph.preprocess.augment import TightCutouts, tight_cutout
@@ -115,13 +115,13 @@ class TightView:
     seed: tuple[int, ...]
     settings: TightCutouts = TightCutouts()
 
-    def model_input(self, preprocessing: Preprocessing) -> ModelInput:
+    def model_input(self, preprocessing: Preprocessing, max_pixels: int = MAX_PIXELS) -> ModelInput:
         try:
             with Image.open(self.file) as image:
                 data = tight_cutout(image.convert("RGB"), np.random.default_rng(self.seed), self.settings)
         except (OSError, ValueError) as error:  # FITS, 16-bit or corrupt files: no tight view, the file as it is
             raise ImageReadError(self.file, f"no tight view: {error}") from error
-        return decode_bytes(data, str(self.file), preprocessing)
+        return decode_bytes(data, str(self.file), preprocessing, max_pixels=max_pixels)
 
 
 def decode_tight_views(files: Sequence[Path], preprocessing: Preprocessing, *, views: int, seed: int,
