@@ -177,12 +177,43 @@ def test_missing_key_warns_once_and_uses_the_public_service(tmp_path, monkeypatc
     import galaxymorph.remote.services as services
 
     monkeypatch.delenv("SDSS_API_KEY", raising=False)
-    monkeypatch.setattr(services, "_warned_no_key", False)
+    monkeypatch.setattr(services, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         CutoutService("sdss"), CutoutService("sdss"), CutoutService("legacy")
     assert [str(w.message) for w in caught] == ["SDSS_API_KEY is not set: using the public, unauthenticated SDSS cutout service"]
     assert CutoutService("sdss").headers() == {}
+
+
+@pytest.mark.parametrize("host", ["localhost:notaport", "http://[::1", "javascript:alert(1)", "ftp://example.org"])
+def test_a_malformed_astro_db_host_is_refused_at_start_naming_the_variable(tmp_path, monkeypatch, host):
+    from typer.testing import CliRunner
+
+    from galaxymorph.cli import app
+
+    monkeypatch.setenv("ASTRO_DB_HOST", host)
+    catalog = positions_catalog(tmp_path / "positions.csv", 2)
+    result = CliRunner().invoke(app, ["fetch", str(catalog), "-o", str(tmp_path / "cutouts")])
+    assert result.exit_code == 2 and f"ASTRO_DB_HOST={host!r} is not a host name or an http(s) URL" in result.output
+
+
+@pytest.mark.parametrize("key", ["caf\u00e9", "key\r\nX-Injected: 1"])
+def test_an_sdss_api_key_no_header_can_carry_is_refused_naming_the_variable(monkeypatch, key):
+    monkeypatch.setenv("SDSS_API_KEY", key)
+    with pytest.raises(ValueError, match="SDSS_API_KEY holds characters an HTTP header cannot carry"):
+        CutoutService("sdss")
+
+
+def test_a_key_bound_for_plain_http_elsewhere_is_warned_of(monkeypatch):
+    import galaxymorph.remote.services as services
+
+    monkeypatch.setattr(services, "_warned", set())
+    monkeypatch.setenv("SDSS_API_KEY", "secret")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CutoutService("sdss", base_url="http://mirror.example.org"), CutoutService("sdss", base_url="http://127.0.0.1:9")
+    assert [str(w.message) for w in caught] == ["SDSS_API_KEY would be sent over plain HTTP to mirror.example.org: "
+                                                "use https:// in ASTRO_DB_HOST or --base-url"]
 
 
 def test_classify_fetch_keeps_the_catalog_columns(tmp_path, local_host):

@@ -109,3 +109,39 @@ def test_the_pixel_limit_is_an_option(tmp_path, trained_checkpoint):
     result = CliRunner().invoke(app, ["classify", str(tmp_path / "g.png"), "-o", str(tmp_path / "out.csv"),
                                       "--model", str(trained_checkpoint), "--workers", "0", "--max-pixels", "10000"])
     assert result.exit_code == 1 and "more than the 10,000 pixels allowed" in (tmp_path / "out.csv").read_text()
+
+
+def test_decoding_workers_and_the_resource_tracker_end_when_classify_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def children(pid: int) -> set[int]:
+        found = set()
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.add(int(entry))
+            except OSError:
+                pass
+        return found
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    write_examples(tmp_path / "many", 300, seed=9)
+    job = subprocess.Popen([sys.executable, "-m", "galaxymorph", "classify", str(tmp_path / "many"), "-o",
+                            str(tmp_path / "out.csv"), "--workers", "2", "--batch-size", "4", "--model", "seed"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(workers := children(job.pid)) < 3 and time.monotonic() < deadline:  # 2 decoders + resource tracker
+        time.sleep(0.1)
+    assert len(workers) >= 3
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    deadline = time.monotonic() + 15
+    while (alive := {pid for pid in workers if os.path.exists(f"/proc/{pid}") and
+                     open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive == set()

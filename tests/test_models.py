@@ -94,8 +94,9 @@ def test_checkpoint_weights_never_execute_code(tmp_path):
     model = create_model("seed")
     path = save_checkpoint(model, tmp_path / "evil.pt", architecture="seed", preprocessing=Preprocessing())
     torch.save({"state": Payload()}, path)
-    with pytest.raises(Exception, match="Weights only load failed|Unsupported"):
+    with pytest.raises(ModelError, match="evil.pt is not a plain state dict of tensors") as refused:
         load_checkpoint(path)
+    assert "weights_only=False" not in str(refused.value)
 
 
 def test_broken_checkpoints_are_reported(tmp_path):
@@ -103,10 +104,25 @@ def test_broken_checkpoints_are_reported(tmp_path):
         load_model("missing")
     model = create_model("seed")
     path = save_checkpoint(model, tmp_path / "m.pt", architecture="galaxynet", preprocessing=Preprocessing())
-    with pytest.raises(ModelError, match="is invalid"):
+    with pytest.raises(ModelError, match="do not fit the architecture"):
         load_checkpoint(path)
     path.with_suffix(".json").unlink()
     with pytest.raises(ModelError, match="expected m.pt and m.json"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(("metadata", "message"), [
+    ("null", "expected a JSON object, got NoneType"),
+    ('{"architecture": "galaxynet", "classes": ["elliptical", "spiral"], "members": 100000}', "'members' must be"),
+    ('{"architecture": "galaxynet", "classes": "elliptical"}', "'classes' must be a list"),
+    ('{"architecture": "galaxynet", "classes": ["a", "b"], "preprocessing": null}', "'preprocessing' must be"),
+    ('{"architecture": "nothing", "classes": ["a", "b"]}', "unknown architecture 'nothing'"),
+    ("{not json", "invalid metadata in m.json"),
+])
+def test_hostile_checkpoint_metadata_is_one_clear_error(tmp_path, metadata, message):
+    path = save_checkpoint(create_model("seed"), tmp_path / "m.pt", architecture="seed", preprocessing=Preprocessing())
+    path.with_suffix(".json").write_text(metadata)
+    with pytest.raises(ModelError, match=message):
         load_checkpoint(path)
 
 

@@ -12,7 +12,7 @@ import uvicorn
 from PIL import Image
 
 from galaxymorph.config import DEFAULT_MODEL
-from galaxymorph.service import ServiceSettings, create_app
+from galaxymorph.service import ServiceSettings, create_app, server_config
 from galaxymorph.sources.synthetic import write_examples
 
 
@@ -23,11 +23,11 @@ def free_port() -> int:
 
 
 class RunningService:
-    """`create_app(settings)` served by uvicorn in a background thread."""
+    """The service (`server_config(settings)`) run by uvicorn in a background thread."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning")
+        config = server_config(settings, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -52,7 +52,8 @@ def galaxies(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def service():
-    with RunningService(ServiceSettings(max_upload_bytes=200_000, max_pixels=1_000_000, max_files=4)) as client:
+    with RunningService(ServiceSettings(max_upload_bytes=200_000, max_request_bytes=1_000_000, max_pixels=1_000_000,
+                                        max_files=4, body_timeout=1, header_timeout=1)) as client:
         yield client
 
 
@@ -214,3 +215,112 @@ def test_the_api_documentation_page_works_offline(service):
         page.wait_for_selector("[data-path=\"/v1/classify\"]", timeout=30_000)
         browser.close()
     assert elsewhere == []
+
+
+@needs_chromium
+def test_the_page_shows_a_hostile_file_name_as_text(galaxies, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    upload = tmp_path / "<img src=x onerror=alert(1)>.jpg"
+    upload.write_bytes(galaxies[0])
+    dialogs = []
+    with RunningService(ServiceSettings()) as client, playwright.sync_playwright() as driver:
+        browser = headless_chromium(driver)
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(str(client.base_url.join("/")))
+        page.set_input_files("#files", str(upload))
+        page.wait_for_selector(".result .label", timeout=30_000)
+        text, injected = page.inner_text("#results"), page.locator("#results img[src='x']").count()
+        browser.close()
+    assert "<img src=x onerror=alert(1)>" in text and injected == 0 and dialogs == []
+
+
+def raw_exchange(url: str, request: bytes, *, wait: float = 10.0) -> bytes:
+    """Send raw bytes (a request no well-behaved client would send) and read until the server closes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as connection:
+        connection.sendall(request)
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer
+
+
+@pytest.mark.parametrize("body", [b"NaN", b'[{"ra": NaN, "dec": 1}]', b'[{"ra": Infinity, "dec": 1}]',
+                                  b'[{"ra": 1e400, "dec": 1}]', b'[{"ra": 1' + b"0" * 400 + b', "dec": 1}]', b"[]",
+                                  b"[" * 50_000 + b"]" * 50_000, b'[{"ra": true, "dec": 1}]', b'{"ra": 1}'])
+def test_hostile_json_is_answered_with_a_clear_client_error(service, body):
+    answer = service.post("/v1/classify", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code in (400, 422) and answer.json()["error"]
+
+
+def test_a_non_ascii_api_key_is_refused_not_a_crash(galaxies):
+    with RunningService(ServiceSettings(api_key="secret")) as client:
+        answer = client.post("/v1/classify", headers={"X-API-Key": "clé".encode("latin-1")},
+                             files={"files": ("a.jpeg", galaxies[0], "image/jpeg")})
+    assert answer.status_code == 401
+
+
+def test_bodies_are_bounded_by_the_bytes_received_whatever_the_framing(service):
+    declared = raw_exchange(service.base_url.__str__(), b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n[")
+    assert declared.startswith(b"HTTP/1.1 413")
+
+    def chunks():  # no Content-Length: a chunked upload of 2 MB
+        yield b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpeg\"\r\n\r\n"
+        for _ in range(32):
+            yield b"0" * 65536
+    answer = service.post("/v1/classify", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert answer.status_code == 413 and "over 1,000,000 bytes" in answer.json()["error"]
+    answer = service.post("/v1/classify", data={f"note{i}": "x" for i in range(100)},
+                          files={"files": ("a.jpeg", b"x", "image/jpeg")})
+    assert answer.status_code == 413 and "16 other fields" in answer.json()["error"]
+
+
+def test_slow_clients_are_cut_off(service):
+    started = time.monotonic()
+    slow_body = raw_exchange(str(service.base_url), b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n"
+                             b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[")
+    assert slow_body.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5
+    started = time.monotonic()
+    slow_headers = raw_exchange(str(service.base_url), b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never ends them
+    assert slow_headers == b"" and time.monotonic() - started < 5
+    assert service.get("/healthz").status_code == 200
+
+
+def test_one_bad_file_in_an_upload_is_its_own_error(service, galaxies):
+    buffer = io.BytesIO()
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.ones((64, 64), np.float32)).writeto(buffer)
+    data = bytearray(buffer.getvalue())
+    start = data.find(b"BITPIX  =")
+    data[start:start + 80] = b"BITPIX  =                   12".ljust(80)
+    answer = service.post("/v1/classify", files=[("files", ("good.jpeg", galaxies[0], "image/jpeg")),
+                                                 ("files", ("bad.fits", bytes(data), "application/fits"))])
+    rows = answer.json()["results"]
+    assert answer.status_code == 200 and rows[0]["label"] and "BITPIX = 12" in rows[1]["error"]
+
+
+def test_slow_cutout_services_hold_neither_uploads_nor_the_service(galaxies, monkeypatch, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from galaxymorph.remote.local_server import LocalCutoutServer
+
+    monkeypatch.setenv("GALAXYMORPH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SDSS_API_KEY", "k")
+    with LocalCutoutServer(latency=6.0) as cutouts:
+        monkeypatch.setenv("ASTRO_DB_HOST", cutouts.url)
+        with RunningService(ServiceSettings(request_timeout=3.0)) as client, ThreadPoolExecutor(8) as pool:
+            positions = [pool.submit(client.post, "/v1/classify?survey=legacy", json=[{"ra": 150 + i, "dec": 2}])
+                         for i in range(6)]
+            time.sleep(0.5)
+            started = time.monotonic()
+            upload = client.post("/v1/classify", files={"files": ("a.jpeg", galaxies[0], "image/jpeg")})
+            upload_seconds = time.monotonic() - started
+            statuses = [future.result().status_code for future in positions]
+    assert upload.status_code == 200 and upload_seconds < 2.5
+    assert statuses == [504] * 6  # each past its own timeout, none holding the others

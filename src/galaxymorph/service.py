@@ -16,8 +16,11 @@ are given.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 
 import numpy as np
@@ -26,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 
 from galaxymorph.catalog import CatalogRow
-from galaxymorph.config import DEFAULT_MODEL, service_api_key
+from galaxymorph.config import DEFAULT_MODEL, MAX_PIXELS, service_api_key
 from galaxymorph.errors import ImageReadError
 from galaxymorph.models import LoadedModel, bundled_models, load_model
 from galaxymorph.prediction import Classifier, Scores
@@ -41,9 +44,19 @@ class ServiceSettings:
 
     model: str = DEFAULT_MODEL
     max_upload_bytes: int = 20 << 20
-    max_pixels: int = 25_000_000
+    max_request_bytes: int = 100 << 20
+    """Bytes of one request's body, counted as they arrive whatever the framing (JSON: 1 MB)."""
+    max_pixels: int = MAX_PIXELS
     max_files: int = 64
     request_timeout: float = 60.0
+    body_timeout: float = 30.0
+    """Seconds a client may take to send a request's body."""
+    header_timeout: float = 10.0
+    """Seconds a client may take to send a request's headers (enforced by `serve`'s protocol)."""
+    decode_threads: int = 2
+    """Images decoded at once across all requests: bounds the memory that large images take."""
+    fetching_requests: int = 4
+    """Requests of positions fetching cutouts at once; others wait (within their own timeout)."""
     batch_window: float = 0.005
     """Seconds the first request of a batch waits for others (0: no dynamic batching)."""
     max_batch: int = 256
@@ -54,6 +67,7 @@ class ServiceSettings:
 
 
 KEEP_ALIVE_SECONDS = 75
+MAX_JSON_BYTES = 1 << 20
 
 
 class ServiceError(Exception):
@@ -62,6 +76,43 @@ class ServiceError(Exception):
     def __init__(self, status: int, message: str, **details: object) -> None:
         super().__init__(message)
         self.status, self.details = status, details
+
+
+class BodyLimit:
+    """ASGI middleware that bounds a request's body by the bytes actually received, however it is
+    framed (a Content-Length over the limit is answered at once, before any body is read; chunked
+    bodies are counted), and the time the client takes to send it."""
+
+    def __init__(self, app, max_bytes: int, timeout: float) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        limit = MAX_JSON_BYTES if headers.get(b"content-type", b"").startswith(b"application/json") else self.max_bytes
+        declared = headers.get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > limit:
+            error = ServiceError(413, f"request body of {declared.decode('latin-1')} bytes: at most {limit:,} bytes "
+                                      "are read" if declared.isdigit() else "Content-Length is not a number")
+            return await _error_response(error)(scope, receive, send)
+        received = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+
+        async def limited_receive():
+            nonlocal received
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise ServiceError(408, f"the request body took longer than {self.timeout:g} s to arrive") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise ServiceError(413, f"request body over {limit:,} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
 
 
 class DynamicBatcher:
@@ -119,25 +170,30 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type"])
 
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, timeout=settings.body_timeout)
+    decoding = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="galaxymorph-decode")
+    fetching = asyncio.Semaphore(settings.fetching_requests)
+
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, error: ServiceError) -> JSONResponse:
-        return JSONResponse({"error": str(error), **error.details}, status_code=error.status)
+        return _error_response(error)
 
     def check_key(request: Request) -> None:
-        if settings.api_key and not secrets.compare_digest(request.headers.get("x-api-key", ""), settings.api_key):
+        sent = request.headers.get("x-api-key", "").encode("utf-8", "surrogateescape")  # any bytes a client sends
+        if settings.api_key and not secrets.compare_digest(sent, settings.api_key.encode()):
             raise ServiceError(401, "missing or wrong API key (X-API-Key header)")
 
     async def uploads(request: Request, field_name: str, limit: int) -> list[tuple[str, bytes]]:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > settings.max_upload_bytes * min(limit, settings.max_files) + 65536:
-            raise ServiceError(413, f"request of {declared} bytes is over the limit")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ServiceError(415, f"send images as multipart/form-data in the field {field_name!r}")
         try:
-            form = await request.form(max_files=settings.max_files, max_part_size=settings.max_upload_bytes)
+            form = await request.form(max_files=settings.max_files, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_FIELD_BYTES)
+        except ServiceError:
+            raise
         except Exception as error:  # Starlette's MultiPartException and friends: the body is malformed or too big
             status = 413 if "size" in str(error).lower() or "too" in str(error).lower() else 400
-            detail = (f"at most {settings.max_files} files and {settings.max_upload_bytes} bytes a file per request"
+            detail = (f"at most {settings.max_files} files of {settings.max_upload_bytes:,} bytes and {MAX_FORM_FIELDS} "
+                      f"other fields of {MAX_FORM_FIELD_BYTES:,} bytes per request"
                       if status == 413 else f"cannot read the upload ({error})")
             raise ServiceError(status, detail) from error
         files = [item for item in form.getlist(field_name) if hasattr(item, "read")]
@@ -154,8 +210,9 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         return contents
 
     async def decode(name: str, data: bytes) -> ModelInput | ImageReadError:
+        work = partial(decode_bytes, data, name, loaded.preprocessing, max_pixels=settings.max_pixels)
         try:
-            return await asyncio.to_thread(decode_bytes, data, name, loaded.preprocessing, max_pixels=settings.max_pixels)
+            return await asyncio.get_running_loop().run_in_executor(decoding, work)
         except ImageReadError as error:
             return error
 
@@ -178,23 +235,33 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
             del row["file"]
         return rows
 
-    async def classify_positions(positions: list, survey: str) -> list[dict]:
+    def parse_positions(positions: object) -> list:
         from galaxymorph.catalog import SkyPosition, sky_position_degrees
-        from galaxymorph.remote import SURVEYS, CutoutCache, CutoutService, iter_fetched
 
+        if not isinstance(positions, list) or not positions or not all(isinstance(p, dict) for p in positions):
+            raise ServiceError(422, 'send a JSON list of one or more {"ra": degrees, "dec": degrees}')
         if len(positions) > settings.max_files:
             raise ServiceError(413, f"{len(positions)} positions sent; at most {settings.max_files} per request")
         parsed = []
         for number, item in enumerate(positions, 1):
             try:
+                if any(isinstance(item.get(axis), bool) or not isinstance(item.get(axis), (int, float)) for axis in ("ra", "dec")):
+                    raise ValueError
                 ra, dec = sky_position_degrees(float(item["ra"]), float(item["dec"]))
-            except (TypeError, KeyError, ValueError):
-                raise ServiceError(422, f"position {number} needs numeric 'ra' and 'dec' (degrees)", position=item) from None
-            parsed.append(SkyPosition(str(item.get("id", number)), ra, dec, {}))
+            except (ValueError, OverflowError):
+                raise ServiceError(422, f"position {number} needs finite numbers 'ra' and 'dec' (degrees)") from None
+            row_id = item.get("id", number)
+            parsed.append(SkyPosition(row_id if isinstance(row_id, str) else json.dumps(row_id)[:200], ra, dec, {}))
+        return parsed
+
+    async def classify_positions(parsed: list, survey: str) -> list[dict]:
+        from galaxymorph.remote import SURVEYS, CutoutCache, CutoutService, fetch_cutouts
+
         if survey not in SURVEYS:
             raise ServiceError(422, f"survey must be one of {SURVEYS}")
         service = CutoutService(survey)
-        results = await asyncio.to_thread(lambda: list(iter_fetched(parsed, service, CutoutCache.default())))
+        async with fetching:  # cancelled with its request when that times out
+            results = [result async for result in fetch_cutouts(parsed, service, CutoutCache.default())]
         named = [(r.position.id, r.file.read_bytes() if r.file else b"") for r in results]
         rows = await classify_images(named, [position.id for position in parsed])
         for row, position, result in zip(rows, parsed, results):  # in order: ids may repeat
@@ -231,12 +298,7 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         image in the order sent."""
         check_key(request)
         if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                positions = await request.json()
-            except ValueError as error:
-                raise ServiceError(400, f"body is not valid JSON ({error})") from error
-            if not isinstance(positions, list) or not all(isinstance(p, dict) for p in positions):
-                raise ServiceError(422, 'send a JSON list of {"ra": degrees, "dec": degrees}')
+            positions = parse_positions(_strict_json(await request.body()))
             rows = await with_timeout(classify_positions(positions, request.query_params.get("survey", "sdss")))
         else:
             named = await uploads(request, "files", settings.max_files)
@@ -272,6 +334,31 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
     return app
 
 
+MAX_FORM_FIELDS = 16
+MAX_FORM_FIELD_BYTES = 64 << 10
+
+
+def _error_response(error: ServiceError) -> JSONResponse:
+    """The error as JSON; after a body that was too large or too slow, the connection is closed
+    (the rest of that body is never read)."""
+    closing = {"Connection": "close"} if error.status in (408, 413) else None
+    return JSONResponse({"error": str(error), **error.details}, status_code=error.status, headers=closing)
+
+
+def _strict_json(body: bytes) -> object:
+    """Standard JSON only: NaN, Infinity, numbers beyond floating point and deep nesting are a 400."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        value = json.loads(body, parse_constant=refuse)
+    except RecursionError:
+        raise ServiceError(400, "body is not valid JSON (nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ServiceError(400, f"body is not valid JSON ({error})") from None
+    return value
+
+
 def _label(upload: object, number: int) -> str:
     """A client's file name is only a label in the answer (never a path); unnamed files get a number."""
     name = str(getattr(upload, "filename", "") or "").replace("\\", "/").rsplit("/", 1)[-1]
@@ -282,10 +369,53 @@ def _json_safe(rows: list[dict]) -> list[dict]:
     return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()} for row in rows]
 
 
+def server_config(settings: ServiceSettings = ServiceSettings(), *, host: str = "127.0.0.1", port: int = 8000,
+                  log_level: str = "info"):
+    """uvicorn's configuration for the service: keep-alive longer than uvicorn's 5 s default (a busy
+    client pool reuses connections that waited that long, and a server closing them races with the
+    next request; seen under load), and a deadline for each request's headers."""
+    import uvicorn
+
+    return uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level,
+                          timeout_keep_alive=KEEP_ALIVE_SECONDS, http=header_deadline_protocol(settings.header_timeout))
+
+
+def header_deadline_protocol(seconds: float) -> type:
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose client takes more than `seconds` to
+    send a request's headers, counted from the connection or from the request's first byte. (A
+    middleware cannot: it runs only once the headers are in.) Idle kept-alive connections are left
+    to the keep-alive timeout."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineProtocol(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._deadline = self.loop.call_later(seconds, self._headers_late)
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and self.conn.their_state is h11.IDLE:
+                self._deadline = self.loop.call_later(seconds, self._headers_late)
+            super().data_received(data)
+            if self._deadline is not None and self.conn.their_state is not h11.IDLE:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _headers_late(self) -> None:
+            self._deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: ServiceSettings = ServiceSettings()) -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
-    # Keep idle connections longer than uvicorn's 5 s default: a busy client pool reuses connections
-    # that waited that long, and a server closing them races with the next request (seen under load).
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    uvicorn.Server(server_config(settings, host=host, port=port)).run()

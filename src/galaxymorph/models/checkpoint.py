@@ -71,17 +71,48 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
     if not weights.is_file() or not description_path.is_file():
         raise ModelError(f"checkpoint {path}: expected {weights.name} and {description_path.name} side by side")
     try:
-        description = json.loads(description_path.read_text())
+        description = _checked_description(json.loads(description_path.read_text()))
+        preprocessing = Preprocessing.from_dict(description.get("preprocessing") or {})
         model = build_model(description)
         weights_bytes = weights.read_bytes()
-        model.load_state_dict(torch.load(io.BytesIO(weights_bytes), map_location="cpu", weights_only=True))
-    except (KeyError, json.JSONDecodeError, RuntimeError) as exc:
-        raise ModelError(f"checkpoint {path} is invalid: {exc}") from exc
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ModelError(f"checkpoint {path}: invalid metadata in {description_path.name} ({exc})") from exc
+    try:
+        state = torch.load(io.BytesIO(weights_bytes), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds; none of them may run the file's code
+        raise ModelError(f"checkpoint {path}: {weights.name} is not a plain state dict of tensors, and is never "
+                         f"unpickled beyond that ({type(exc).__name__})") from exc
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ModelError(f"checkpoint {path}: the weights do not fit the architecture its metadata names "
+                         f"({str(exc).splitlines()[0]})") from exc
     model.eval()
-    preprocessing = Preprocessing.from_dict(description.get("preprocessing", {}))
     int8_graph = int8_graph_path(weights)
     return LoadedModel(weights.stem, model, preprocessing, description, int8_graph if int8_graph.is_file() else None,
                        hashlib.sha256(weights_bytes).hexdigest())
+
+
+MAX_MEMBERS = 16
+MAX_CLASSES = 1000
+
+
+def _checked_description(description: object) -> dict:
+    """A checkpoint's metadata after checking what `build_model` reads from it, so that a hostile or
+    damaged .json gives one clear error, never a huge allocation or a traceback."""
+    if not isinstance(description, dict):
+        raise TypeError(f"expected a JSON object, got {type(description).__name__}")
+    if not isinstance(description.get("architecture"), str):
+        raise ValueError("'architecture' must be a name")
+    classes = description.get("classes")
+    if not (isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"'classes' must be a list of 2 to {MAX_CLASSES} names")
+    members = description.get("members")
+    if members is not None and not (isinstance(members, int) and not isinstance(members, bool) and 1 <= members <= MAX_MEMBERS):
+        raise ValueError(f"'members' must be a whole number from 1 to {MAX_MEMBERS}, got {members!r}")
+    if not isinstance(description.get("preprocessing", {}), dict):
+        raise ValueError("'preprocessing' must be an object")
+    return description
 
 
 def record_in_metadata(checkpoint: str | os.PathLike, key: str, value: dict) -> None:

@@ -9,7 +9,10 @@ whoever consumes them.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
+import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -104,7 +107,8 @@ def decode_in_batches(
     shape = (batch_size, CHANNELS, preprocessing.image_size, preprocessing.image_size)
     context = multiprocessing.get_context()
     with _shared_blocks(in_flight + 1, shape, inherited=context.get_start_method() == "fork") as blocks, \
-            ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
+                                initargs=(os.getpid(),)) as pool:
         yield from _pipelined(pool, batches, partial(_decode_into_block, preprocessing=preprocessing, max_pixels=max_pixels),
                               file_of, blocks, shape)
 
@@ -168,6 +172,18 @@ def _pipelined(pool: Executor, batches: Iterator[list], decode: Callable, file_o
         del images
         free.append(block)  # the caller has asked for the next batch: this one's block is free again
         submit_next()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: ask Linux to end this process when its parent dies (killed with -9, say), so that
+    no decoding process outlives the job (elsewhere they may outlive a killed parent)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        set_parent_death_signal = 1  # prctl's PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(set_parent_death_signal, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
 
 
 def _decode_into_block(name: str, shape: tuple[int, ...], files: list, *, preprocessing: Preprocessing,

@@ -71,9 +71,6 @@ class _Credential:
     __str__ = __repr__
 
 
-_warned_no_key = False
-
-
 class CutoutService:
     """A survey's cutout endpoint: its base URL (`ASTRO_DB_HOST` overrides the host), credential and requests."""
 
@@ -86,6 +83,9 @@ class CutoutService:
         self.settings = settings
         self.base_url = resolve_base_url(base_url or DEFAULT_BASE_URLS[survey], astro_db_host())
         self._credential = _sdss_credential() if survey == "sdss" else None
+        if self._credential and _sent_in_the_clear(self.base_url):
+            _warn_once(f"SDSS_API_KEY would be sent over plain HTTP to {urlsplit(self.base_url).hostname}: "
+                       "use https:// in ASTRO_DB_HOST or --base-url")
 
     def __repr__(self) -> str:
         return f"CutoutService({self.survey!r}, base_url={self.base_url!r})"
@@ -107,20 +107,49 @@ class CutoutService:
 
 
 def resolve_base_url(base_url: str, host_override: str | None) -> str:
-    """`host_override` as a full URL replaces the base; as a host name it replaces only the host."""
+    """`host_override` (`ASTRO_DB_HOST`) as a full URL replaces the base; as a host name (with an
+    optional port) it replaces only the host. Either must give an http(s) URL with a host."""
     if not host_override:
-        return base_url.rstrip("/")
+        return _checked_url(base_url.rstrip("/"), "the base URL")
     if "://" in host_override:
-        return host_override.rstrip("/")
+        return _checked_url(host_override.rstrip("/"), f"ASTRO_DB_HOST={host_override!r}")
     parts = urlsplit(base_url)
-    return urlunsplit((parts.scheme, host_override, parts.path, "", "")).rstrip("/")
+    return _checked_url(urlunsplit((parts.scheme, host_override, parts.path, "", "")).rstrip("/"),
+                        f"ASTRO_DB_HOST={host_override!r}")
+
+
+def _checked_url(url: str, source: str) -> str:
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise ValueError(f"{source} is not a host name or an http(s) URL ({error})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"{source} is not a host name or an http(s) URL (it gives {url!r})")
+    return url
+
+
+def _sent_in_the_clear(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1")
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def _sdss_credential() -> _Credential | None:
-    global _warned_no_key
     key = sdss_api_key()
-    if key is None and not _warned_no_key:
-        _warned_no_key = True
-        warnings.warn("SDSS_API_KEY is not set: using the public, unauthenticated SDSS cutout service",
-                      stacklevel=3)
-    return _Credential(key) if key else None
+    if key is None:
+        _warn_once("SDSS_API_KEY is not set: using the public, unauthenticated SDSS cutout service")
+        return None
+    if not (key.isascii() and key.isprintable()):
+        raise ValueError("SDSS_API_KEY holds characters an HTTP header cannot carry (non-ASCII, or control "
+                         "characters such as a line break): set it to the key alone")
+    return _Credential(key)
