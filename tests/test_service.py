@@ -286,6 +286,10 @@ def test_slow_clients_are_cut_off(service):
                              b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[")
     assert slow_body.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5
     started = time.monotonic()
+    refused_early = raw_exchange(str(service.base_url), b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n")  # 415 before the body
+    assert refused_early.startswith(b"HTTP/1.1 415") and time.monotonic() - started < 5  # and the connection closed
+    started = time.monotonic()
     slow_headers = raw_exchange(str(service.base_url), b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never ends them
     assert slow_headers == b"" and time.monotonic() - started < 5
     assert service.get("/healthz").status_code == 200

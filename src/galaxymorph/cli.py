@@ -295,6 +295,9 @@ def serve(
     model: ModelOption = DEFAULT_MODEL,
     batch_window: Annotated[float, typer.Option(help="Seconds a request waits to be batched with others (0: no dynamic batching).")] = 0.005,
     max_upload_mb: Annotated[float, typer.Option(help="Largest image file accepted, in MB.")] = 20.0,
+    max_request_mb: Annotated[float, typer.Option(help="Largest request body, in MB, counted as it arrives (JSON bodies: 1 MB).")] = 100.0,
+    max_pixels: Annotated[int, typer.Option(help="Larger images are refused from their header, before decoding.")] = MAX_PIXELS,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (fetching cutouts included) before a 504.")] = 60.0,
     cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allow browser pages from this origin (repeatable; CORS is off by default).")] = None,
     tta: TtaOption = False,
 ) -> None:
@@ -306,7 +309,8 @@ def serve(
 
     try:
         settings = ServiceSettings(model=model, batch_window=batch_window, max_upload_bytes=int(max_upload_mb * 2**20),
-                                   cors_origins=tuple(cors_origin or ()), tta=tta)
+                                   max_request_bytes=int(max_request_mb * 2**20), max_pixels=max_pixels,
+                                   request_timeout=request_timeout, cors_origins=tuple(cors_origin or ()), tta=tta)
         run_service(host, port, settings)
     except (GalaxyMorphError, ValueError) as error:
         raise _fail(error) from error

@@ -53,7 +53,7 @@ class ServiceSettings:
     """Seconds a client may take to send a request's body."""
     header_timeout: float = 10.0
     """Seconds a client may take to send a request's headers (enforced by `serve`'s protocol)."""
-    decode_threads: int = 2
+    decode_threads: int = 1
     """Images decoded at once across all requests: bounds the memory that large images take."""
     fetching_requests: int = 4
     """Requests of positions fetching cutouts at once; others wait (within their own timeout)."""
@@ -96,23 +96,30 @@ class BodyLimit:
             error = ServiceError(413, f"request body of {declared.decode('latin-1')} bytes: at most {limit:,} bytes "
                                       "are read" if declared.isdigit() else "Content-Length is not a number")
             return await _error_response(error)(scope, receive, send)
-        received = 0
+        received, complete = 0, int(declared) == 0 and b"transfer-encoding" not in headers
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, complete
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
                 raise ServiceError(408, f"the request body took longer than {self.timeout:g} s to arrive") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
                     raise ServiceError(413, f"request body over {limit:,} bytes")
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def closing_send(message):
+            # Answered before its body was read (a refused upload, say): close rather than wait for the rest.
+            if message["type"] == "http.response.start" and not complete:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, limited_receive, closing_send)
 
 
 class DynamicBatcher:
