@@ -133,3 +133,15 @@ def test_bundled_models_are_shipped_and_load():
     seed = load_model("seed")
     assert type(seed.model).__name__ == "SeedCNN" and seed.classes == BINARY_CLASSES
     assert np.isfinite(seed.metadata["metrics"]["validation"]["spiral_roc_auc"])
+
+
+def test_an_architecture_name_cannot_be_registered_twice():
+    from galaxymorph.models.registry import list_architectures, register_model
+
+    def seed():
+        """Not the seed CNN."""
+
+    assert "seed" in list_architectures()
+    with pytest.raises(ModelError, match="an architecture named 'seed' is already registered"):
+        register_model(seed)
+    assert type(create_model("seed")).__name__ == "SeedCNN"

@@ -78,7 +78,7 @@ def _cutout_source(survey: str, size: int, pixel_scale: float, image_format: str
 
 def _workers(workers: int | None) -> int:
     """The --workers option, one decoding process per core when not given."""
-    from galaxymorph.prediction import default_workers
+    from galaxymorph.config import default_workers
 
     return default_workers() if workers is None else workers
 

@@ -92,6 +92,11 @@ class Preprocessing:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def default_workers() -> int:
+    """Processes for decoding (and Dask workers): one per core. The one place this default lives."""
+    return os.cpu_count() or 1
+
+
 def astro_db_host() -> str | None:
     """`ASTRO_DB_HOST`: a host name, or a full `scheme://host:port` URL, that replaces the cutout
     services' default host (a mirror, or a local server)."""

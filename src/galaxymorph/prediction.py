@@ -21,7 +21,7 @@ import numpy as np
 
 from galaxymorph.catalog import CatalogRow
 from galaxymorph.config import (BATCH_SIZE, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, CONFIDENT_MIN_GALAXY, DEFAULT_MODEL,
-                                LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE)
+                                LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE, default_workers)
 from galaxymorph.labels import BINARY_CLASSES, galaxy_probability, has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs.catalog_writer import CHUNK_ROWS, check_output_path, open_catalog_writer
@@ -30,11 +30,6 @@ from galaxymorph.sources import iter_inputs
 from galaxymorph.typicality import FeatureDensity
 
 BACKENDS = ("auto", "cuda", "onnx", "onnx-int8", "torch")
-
-
-def default_workers() -> int:
-    """Decoding processes: one per core, leaving inference to share them."""
-    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -56,7 +51,7 @@ class PredictOptions:
         fight them for the cores), else the back-end's default."""
         if self.threads:
             return self.threads
-        return 1 if self.workers >= (os.cpu_count() or 1) else None
+        return 1 if self.workers >= default_workers() else None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

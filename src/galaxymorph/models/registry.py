@@ -10,7 +10,9 @@ _ARCHITECTURES: dict[str, Callable] = {}
 
 
 def register_model(entry: Callable) -> Callable:
-    """Register a model entry function under its own name."""
+    """Register a model entry function under its own name; a name already taken is refused."""
+    if _ARCHITECTURES.get(entry.__name__, entry) is not entry:
+        raise ModelError(f"an architecture named {entry.__name__!r} is already registered")
     _ARCHITECTURES[entry.__name__] = entry
     return entry
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from galaxymorph.catalog import FILE_COLUMNS, ID_COLUMNS, CatalogRow, catalog_row, find_column, sky_position
-from galaxymorph.config import DEFAULT_MODEL
+from galaxymorph.config import DEFAULT_MODEL, default_workers
 from galaxymorph.models import load_model
 from galaxymorph.outputs.metadata import provenance
 from galaxymorph.prediction import Classifier, ClassifySummary, PredictOptions, Scores
@@ -74,7 +74,7 @@ def classify_on_cluster(catalogs: Sequence[str | os.PathLike], output: str | os.
     frames = [_read_catalog_frame(Path(catalog), partition_rows) for catalog in catalogs]
     with ExitStack() as stack:
         if scheduler == "local":
-            scheduler = stack.enter_context(LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1))
+            scheduler = stack.enter_context(LocalCluster(n_workers=default_workers(), threads_per_worker=1))
         stack.enter_context(Client(scheduler))
         results = [classify_dataframe(frame, model=model, options=options, folder=Path(catalog).parent, cutouts=cutouts)
                    for catalog, frame in zip(catalogs, frames)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 import time
 import warnings
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from galaxymorph.catalog import LabelledCatalog, read_labelled_catalog
-from galaxymorph.config import BATCH_SIZE, CHANNELS, SPLIT_FRACTIONS, SPLIT_SEED, Preprocessing
+from galaxymorph.config import BATCH_SIZE, CHANNELS, SPLIT_FRACTIONS, SPLIT_SEED, Preprocessing, default_workers
 from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.metrics import binary_summary
@@ -75,7 +74,7 @@ class TrainConfig:
     train_share: float = 1.0
     """Share of the training split to train on, a seeded subset stratified by label (learning curves);
     the validation and test splits stay whole."""
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=default_workers)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     init_from: str | None = None
     """A trained model (bundled name or checkpoint) whose architecture, preprocessing and weights the
