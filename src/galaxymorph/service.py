@@ -92,13 +92,21 @@ class BodyLimit:
         headers = dict(scope["headers"])
         limit = MAX_JSON_BYTES if headers.get(b"content-type", b"").startswith(b"application/json") else self.max_bytes
         declared = headers.get(b"content-length", b"0")
+        received, complete = 0, declared == b"0" and b"transfer-encoding" not in headers
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+
+        async def closing_send(message):
+            # Answered before its body was read (too large, too slow, a refused upload): close rather
+            # than wait for the rest of it.
+            if message["type"] == "http.response.start" and not complete:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
         if not declared.isdigit() or int(declared) > limit:
             error = ServiceError(413, f"request body of {declared.decode('latin-1')} bytes: at most {limit:,} bytes "
                                       "are read" if declared.isdigit() else "Content-Length is not a number")
-            return await _error_response(error)(scope, receive, send)
-        received, complete = 0, int(declared) == 0 and b"transfer-encoding" not in headers
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+            return await _error_response(error)(scope, receive, closing_send)
 
         async def limited_receive():
             nonlocal received, complete
@@ -112,12 +120,6 @@ class BodyLimit:
                 if received > limit:
                     raise ServiceError(413, f"request body over {limit:,} bytes")
             return message
-
-        async def closing_send(message):
-            # Answered before its body was read (a refused upload, say): close rather than wait for the rest.
-            if message["type"] == "http.response.start" and not complete:
-                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
-            await send(message)
 
         await self.app(scope, limited_receive, closing_send)
 
@@ -186,7 +188,7 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         return _error_response(error)
 
     def check_key(request: Request) -> None:
-        sent = request.headers.get("x-api-key", "").encode("utf-8", "surrogateescape")  # any bytes a client sends
+        sent = request.headers.get("x-api-key", "").encode("latin-1")  # the header's own bytes (decoded as latin-1)
         if settings.api_key and not secrets.compare_digest(sent, settings.api_key.encode()):
             raise ServiceError(401, "missing or wrong API key (X-API-Key header)")
 
@@ -346,10 +348,7 @@ MAX_FORM_FIELD_BYTES = 64 << 10
 
 
 def _error_response(error: ServiceError) -> JSONResponse:
-    """The error as JSON; after a body that was too large or too slow, the connection is closed
-    (the rest of that body is never read)."""
-    closing = {"Connection": "close"} if error.status in (408, 413) else None
-    return JSONResponse({"error": str(error), **error.details}, status_code=error.status, headers=closing)
+    return JSONResponse({"error": str(error), **error.details}, status_code=error.status)
 
 
 def _strict_json(body: bytes) -> object:
