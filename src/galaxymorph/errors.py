@@ -1,5 +1,7 @@
 """Exceptions raised by galaxymorph."""
 
+from __future__ import annotations
+
 
 class GalaxyMorphError(Exception):
     """Base class of every error galaxymorph raises on purpose."""
@@ -12,6 +14,11 @@ class ImageReadError(GalaxyMorphError, ValueError):
         self.source = str(source)
         self.reason = reason
         super().__init__(f"{self.source}: {reason}")
+
+    @classmethod
+    def unexpected(cls, source: object, error: Exception) -> ImageReadError:
+        """A reader's own failure on a hostile file (no check caught it), as this file's error."""
+        return cls(source, f"cannot be read ({type(error).__name__}: {error})")
 
 
 class CatalogError(GalaxyMorphError, ValueError):

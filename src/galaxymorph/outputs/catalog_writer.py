@@ -70,6 +70,7 @@ class CatalogWriter:
         self._writer = None
         self._handle = None
         self._held: list[dict] = []  # rows of a FITS or ECSV table, written whole at the end
+        self._left_out: set[str] = set()
         self.rows_done = 0  # a single file is never resumed
         self.rows_written = 0
 
@@ -97,7 +98,7 @@ class CatalogWriter:
             if self.provenance is not None:
                 columns = {name: column_metadata(name, numeric=False) for name in rows[0]}  # CSV cells are text
                 sidecar_path(self.path).write_text(json.dumps({"provenance": self.provenance, "columns": columns}, indent=1))
-        _warn_of_new_columns(rows, self._writer.fieldnames, self.path)
+        _warn_of_new_columns(rows, self._writer.fieldnames, self.path, self._left_out)
         self._writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
         self._handle.flush()
 
@@ -107,7 +108,7 @@ class CatalogWriter:
         if self._writer is None:
             schema = described_schema(rows_to_table(rows).schema, self.provenance)
             self._writer = pq.ParquetWriter(self.path, schema)
-        _warn_of_new_columns(rows, self._writer.schema.names, self.path)
+        _warn_of_new_columns(rows, self._writer.schema.names, self.path, self._left_out)
         self._writer.write_table(rows_to_table(rows, self._writer.schema))
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
@@ -116,8 +117,7 @@ class CatalogWriter:
         if self._handle is not None:
             self._handle.close()
         if self._held:  # rows computed before an error or an interrupt are kept
-            write_astropy_table(rows_to_table(self._held), self.path, _ASTROPY_FORMATS[self.path.suffix.lower()],
-                                self.provenance)
+            write_astropy_table(rows_to_table(self._held), self.path, self._format, self.provenance)
 
 
 class DatasetWriter:
@@ -144,6 +144,7 @@ class DatasetWriter:
         self._chunks = 0
         self._schema = None
         self._buffer: list[dict] = []
+        self._left_out: set[str] = set()
 
     def __enter__(self) -> DatasetWriter:
         import pyarrow.parquet as pq
@@ -189,7 +190,7 @@ class DatasetWriter:
 
         if self._schema is None:
             self._schema = described_schema(rows_to_table(rows).schema, self.provenance)
-        _warn_of_new_columns(rows, self._schema.names, self.path)
+        _warn_of_new_columns(rows, self._schema.names, self.path, self._left_out)
         table = rows_to_table(rows, self._schema)
         final = self.path / f"part-{self._chunks:06d}.parquet"
         partial = self.path / f".{final.name}.tmp"
@@ -202,15 +203,13 @@ class DatasetWriter:
         self.rows_written += len(rows)
 
 
-_warned_columns: set[str] = set()
-
-
-def _warn_of_new_columns(rows: list[dict], columns: list[str], path: Path) -> None:
-    """Log once per column that rows bring a column the file's header (fixed by its first rows)
-    lacks: a catalog's own columns after a folder's files, say. FITS and ECSV keep every column."""
-    new = sorted({key for row in rows for key in row} - set(columns) - _warned_columns)
+def _warn_of_new_columns(rows: list[dict], columns: list[str], path: Path, left_out: set[str]) -> None:
+    """Log once per output that rows bring columns its header (fixed by its first rows) lacks: a
+    catalog's own columns after a folder's files, say; `left_out` holds those already logged. FITS
+    and ECSV keep every column."""
+    new = sorted({key for row in rows for key in row} - set(columns) - left_out)
     if new:
-        _warned_columns.update(new)
+        left_out.update(new)
         logging.getLogger(__name__).warning(
             "%s: columns %s of later inputs are left out (the columns were fixed by the first rows); "
             "classify inputs with different columns into separate catalogs, or write .fits or .ecsv", path, ", ".join(new))

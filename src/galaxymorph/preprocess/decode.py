@@ -122,7 +122,7 @@ def _read_errors_named(source: object) -> Iterator[None]:
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageReadError(source, f"corrupt or truncated image ({exc})") from exc
     except Exception as exc:  # a reader's own bug on a hostile file ends this file, never the job
-        raise ImageReadError(source, f"cannot be read ({type(exc).__name__}: {exc})") from exc
+        raise ImageReadError.unexpected(source, exc) from exc
 
 
 def _check_pixels(path: object, width: int, height: int, max_pixels: int, values: int | None = None) -> None:

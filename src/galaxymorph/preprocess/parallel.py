@@ -76,7 +76,7 @@ def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Prep
         except ImageReadError as exc:
             batch.errors[i] = str(exc)
         except Exception as exc:  # noqa: BLE001 - a reader's bug on a hostile file is that file's error
-            batch.errors[i] = f"{file}: cannot be read ({type(exc).__name__}: {exc})"
+            batch.errors[i] = str(ImageReadError.unexpected(file, exc))
         else:
             images[i], batch.galaxy_found[i], batch.galaxy_truncated[i] = decoded.pixels, decoded.galaxy_found, decoded.galaxy_truncated
     return batch

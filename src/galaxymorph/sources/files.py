@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from galaxymorph.catalog import CatalogRow, count_catalog_rows, is_catalog_file, iter_catalog_rows
-from galaxymorph.errors import CatalogError
+from galaxymorph.errors import CatalogError, ImageReadError
 from galaxymorph.preprocess import is_image_file
 from galaxymorph.sources.arrays import is_hdf5_file, iter_array_rows
 from galaxymorph.sources.shards import is_shard_file, iter_shard_rows
@@ -30,7 +30,7 @@ def iter_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[CatalogRow]:
             except CatalogError as exc:
                 yield CatalogRow(_stem(path), path, error=str(exc))
             except Exception as exc:  # noqa: BLE001 - a reader's bug on a hostile file ends that file only
-                yield CatalogRow(_stem(path), path, error=f"{path}: cannot be read ({type(exc).__name__}: {exc})")
+                yield CatalogRow(_stem(path), path, error=str(ImageReadError.unexpected(path, exc)))
         else:
             yield CatalogRow(_stem(path), path)
 
