@@ -19,7 +19,7 @@ from astropy.io import fits
 from PIL import Image
 
 from galaxymorph.catalog import CatalogRow, read_labelled_catalog
-from galaxymorph.evaluation import rows_of_split
+from galaxymorph.training.data import rows_of_split
 from galaxymorph.models import load_model
 from galaxymorph.prediction import PredictOptions, predict
 

@@ -34,15 +34,15 @@ def crop_share(image: np.ndarray, preprocessing) -> tuple[float, bool]:
     picked = {}
 
     def recording(width, height, *rest):
-        box, found = frame_box(width, height, *rest)
+        box, found, truncated = frame_box(width, height, *rest)
         picked.update(share=(box[2] - box[0]) / width, found=found)
-        return box, found
+        return box, found, truncated
 
-    frame_box, decode._frame_box = decode._frame_box, recording
+    frame_box, decode.frame_box = decode.frame_box, recording
     try:
         decode.decode_array(image, "cutout", preprocessing)
     finally:
-        decode._frame_box = frame_box
+        decode.frame_box = frame_box
     return picked["share"], picked["found"]
 
 

@@ -43,7 +43,7 @@ GZ1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz1-sdss"
 
 def tree_rss(pid: int) -> int:
     """Resident bytes of a process and all its descendants."""
-    total, parents = 0, {}
+    parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:

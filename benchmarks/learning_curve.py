@@ -36,7 +36,7 @@ def trained_members(name: str, labels: Path) -> list[dict]:
     results = metadata["metrics"].get("members", [metadata["metrics"]])
     members = []
     for index, (training, result) in enumerate(zip(trainings, results)):
-        rows = training.get("train_rows") or training_galaxies(metadata["split"]["train"], training["class_scheme"], labels)
+        rows = training.get("train_rows") or training_galaxies(metadata["split"]["train"], training.get("class_scheme", training.get("classes")), labels)
         label = name if len(trainings) == 1 else f"{name} member {index + 1}"
         members.append({"model": label, "share": training.get("train_share", 1.0), "rows": rows,
                         "epochs": training["epochs"], "best_epoch": result["best_epoch"],

@@ -24,7 +24,7 @@ import numpy as np
 from renderings import RENDERINGS, render
 
 from galaxymorph.catalog import CatalogRow, iter_catalog_rows, read_labelled_catalog
-from galaxymorph.evaluation import rows_of_split
+from galaxymorph.training.data import rows_of_split
 from galaxymorph.labels import binary_label
 from galaxymorph.metrics import binary_summary
 from galaxymorph.models import load_model

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from galaxymorph.catalog import CatalogRow, read_labelled_catalog
 from galaxymorph.models import load_model
-from galaxymorph.outputs.report import write_report
+from galaxymorph.report import write_report
 from galaxymorph.prediction import classify
 
 DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz1-sdss" / "labels.csv"

@@ -245,3 +245,23 @@ def test_every_output_column_is_described_in_the_files_and_in_the_readme():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert set(COLUMN_DESCRIPTIONS) == set(OUTPUT_COLUMNS)
     assert all(f"`{column}`" in readme for column in OUTPUT_COLUMNS)
+
+
+def test_a_classifier_leaves_the_callers_torch_thread_count_as_it_was():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        classifier = Classifier(load_model("seed"), backend="torch", threads=1)
+        images = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
+        assert classifier.scores(images).probabilities.shape == (4, 2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_predict_options_choose_one_decoding_process_per_core_unless_told():
+    from galaxymorph.config import default_workers
+
+    assert PredictOptions().workers == default_workers() and PredictOptions(workers=0).workers == 0

@@ -59,9 +59,9 @@ def test_classify_with_a_scheduler_writes_a_parquet_dataset(tmp_path, cluster, c
 
 
 def test_dask_workers_fetch_the_cutouts_of_sky_positions(tmp_path, cluster, monkeypatch):
-    from galaxymorph.remote import CutoutCache, CutoutService, FetchOptions
+    from galaxymorph.remote import CutoutCache, CutoutService, Cutouts, FetchOptions
     from galaxymorph.remote.local_server import LocalCutoutServer
-    from galaxymorph.scale import Cutouts, classify_dataframe
+    from galaxymorph.scale import classify_dataframe
 
     monkeypatch.setenv("SDSS_API_KEY", "test-key")
     lines = ["name,ra,dec"] + [f"g{i},{150 + i * 0.01:.4f},{2 + i * 0.01:.4f}" for i in range(8)] + ["south,150.0,-89.5"]

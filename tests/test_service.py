@@ -12,7 +12,7 @@ import uvicorn
 from PIL import Image
 
 from galaxymorph.config import DEFAULT_MODEL
-from galaxymorph.service import ServiceSettings, create_app, server_config
+from galaxymorph.service import ServiceSettings, server_config
 from galaxymorph.sources.synthetic import write_examples
 
 

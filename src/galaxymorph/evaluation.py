@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from galaxymorph.catalog import CatalogRow, LabelledCatalog, read_labelled_catalog
+from galaxymorph.catalog import CatalogRow, read_labelled_catalog
 from galaxymorph.config import DEFAULT_MODEL
-from galaxymorph.errors import CatalogError
 from galaxymorph.labels import BINARY_CLASSES, binary_label, has_spiral_semantics
 from galaxymorph.metrics import (
     binary_summary,
@@ -24,6 +24,7 @@ from galaxymorph.metrics import (
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs import plots
 from galaxymorph.prediction import PredictOptions, predict
+from galaxymorph.training.data import rows_of_split
 
 SPLITS = ("test", "val", "train", "all")
 
@@ -61,9 +62,12 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
         p_spiral = np.array([row["p_spiral"] for row in scored])
         is_spiral = np.array([binary_label(truth[row["id"]]) == "spiral" for row in scored])
         classes = list(BINARY_CLASSES)
-        summary, matrix, _ = spiral_evaluation(p_spiral, is_spiral, loaded.name, output_dir)
+        evaluation = spiral_evaluation(p_spiral, is_spiral)
+        matrix = evaluation.matrix
+        for stem, figure in evaluation.figures(loaded.name).items():
+            plots.save_png(figure, output_dir / f"{stem}.png")
         metrics["spiral_vs_elliptical"] = {
-            **summary,
+            **evaluation.summary,
             "accuracy_95": wilson_interval(int(np.sum((p_spiral >= 0.5) == is_spiral)), len(is_spiral)),
             "per_class": per_class_precision_recall(matrix, classes),
             "confusion_matrix": matrix.tolist(),
@@ -82,21 +86,32 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
             "confusion_matrix": matrix.tolist(),
             "labels": classes,
         }
-    plots.confusion_plot(matrix, classes, output_dir / "confusion.png")
+    plots.save_png(plots.confusion_figure(matrix, classes), output_dir / "confusion.png")
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
 
-def spiral_evaluation(p_spiral: np.ndarray, is_spiral: np.ndarray, model_name: str,
-                      folder: Path) -> tuple[dict[str, float], np.ndarray, list[Path]]:
-    """Spiral vs elliptical against the truth: the summary (accuracy, ROC AUC, ECE...), the
-    confusion matrix at p_spiral = 0.5, and the figures `folder`/roc.png and reliability.png."""
-    summary = binary_summary(p_spiral, is_spiral)
-    matrix = confusion_matrix(is_spiral.astype(int), (p_spiral >= 0.5).astype(int), 2)
-    fpr, tpr = roc_curve(p_spiral, is_spiral)
-    figures = [plots.roc_plot({model_name: (fpr, tpr, summary["roc_auc"])}, folder / "roc.png"),
-               plots.reliability_plot(*calibration_bins(p_spiral, is_spiral), summary["ece"], folder / "reliability.png")]
-    return summary, matrix, figures
+@dataclass(frozen=True)
+class SpiralEvaluation:
+    """Spiral vs elliptical against the truth: the summary (accuracy, ROC AUC, ECE...), the confusion
+    matrix at p_spiral = 0.5, the ROC curve and the reliability bins."""
+
+    summary: dict[str, float]
+    matrix: np.ndarray
+    roc: tuple[np.ndarray, np.ndarray]
+    reliability: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    def figures(self, model_name: str) -> dict[str, object]:
+        """The ROC curve and the reliability diagram as matplotlib figures, by file stem."""
+        return {"roc": plots.roc_figure({model_name: (*self.roc, self.summary["roc_auc"])}),
+                "reliability": plots.reliability_figure(*self.reliability, self.summary["ece"])}
+
+
+def spiral_evaluation(p_spiral: np.ndarray, is_spiral: np.ndarray) -> SpiralEvaluation:
+    """Score p_spiral against the truth (`SpiralEvaluation`)."""
+    return SpiralEvaluation(binary_summary(p_spiral, is_spiral),
+                            confusion_matrix(is_spiral.astype(int), (p_spiral >= 0.5).astype(int), 2),
+                            roc_curve(p_spiral, is_spiral), calibration_bins(p_spiral, is_spiral))
 
 
 def uncertainty_summary(p_spiral: np.ndarray, is_spiral: np.ndarray, spread: np.ndarray, confident: np.ndarray) -> dict:
@@ -109,26 +124,3 @@ def uncertainty_summary(p_spiral: np.ndarray, is_spiral: np.ndarray, spread: np.
     if len(spread) and not np.isnan(spread).any():
         summary["std_error_auc"] = roc_auc(spread, wrong)
     return summary
-
-
-def split_inputs(catalog: LabelledCatalog, loaded: LoadedModel, split: str, labels: object, *, limit: int | None = None,
-                 workers: int = 0) -> np.ndarray:
-    """Model inputs (N, 3, S, S) of the first `limit` readable galaxies of the model's saved `split` of a catalog."""
-    from galaxymorph.preprocess.parallel import model_inputs
-
-    files = [catalog.files[i] for i in rows_of_split(catalog.ids, loaded, split, labels)[:limit]]
-    return model_inputs(files, loaded.preprocessing, workers)
-
-
-def rows_of_split(ids: list[str], loaded: LoadedModel, split: str, labels: object) -> list[int]:
-    """Indices of `ids` in the model's saved `split` ('all': every row); a `CatalogError` if none."""
-    if split == "all":
-        return list(range(len(ids)))
-    saved = loaded.metadata.get("split", {}).get(split)
-    if saved is None:
-        raise CatalogError(f"model {loaded.name} has no saved {split!r} split; use split='all'")
-    wanted = set(saved)
-    rows = [i for i, row_id in enumerate(ids) if row_id in wanted]
-    if not rows:
-        raise CatalogError(f"catalog {labels}: none of its ids are in model {loaded.name}'s {split!r} split")
-    return rows

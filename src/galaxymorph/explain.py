@@ -14,6 +14,7 @@ three. Maps are (S, S), non-negative, scaled so that their maximum is 1.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from galaxymorph.catalog import CatalogRow
+from galaxymorph.config import DEFAULT_MODEL
+from galaxymorph.errors import GalaxyMorphError
 from galaxymorph.labels import has_spiral_semantics, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs import plots
+from galaxymorph.prediction import Classifier
 from galaxymorph.preprocess.decode import read_model_input
+from galaxymorph.sources import iter_inputs
 
 METHODS = ("gradcam", "smoothgrad", "integrated_gradients")
 SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 16, 0.1
@@ -42,6 +48,19 @@ class Explanation:
     target: str
     probabilities: dict[str, float]
     p_spiral: float
+
+    def caption(self, title: str) -> str:
+        """`title: class probability, p_spiral p`, as the explanation figures show it."""
+        caption = f"{title}: {self.target} {self.probabilities[self.target]:.1%}"
+        return caption if np.isnan(self.p_spiral) else f"{caption}, p_spiral {self.p_spiral:.3f}"
+
+    def save(self, folder: str | os.PathLike, stem: str) -> tuple[Path, Path]:
+        """Write `stem.png` (input, overlay and map, captioned) and `stem.npy` (the map)."""
+        return plots.save_explanation(self.image, self.attribution, self.method, self.caption(stem), folder, stem)
+
+    def png(self, title: str) -> bytes:
+        """The figure of `save` as PNG bytes."""
+        return plots.png_bytes(plots.explanation_figure(self.image, self.attribution, self.method, self.caption(title)))
 
 
 class ClassLogits(nn.Module):
@@ -93,8 +112,6 @@ def explain(model: str | os.PathLike | LoadedModel, image: str | os.PathLike | n
             method: str = "gradcam", target: str | None = None) -> Explanation:
     """Explain one image (a file, or a model input (3, S, S) in [0, 1]) for `target`, a class name
     (default: the predicted class)."""
-    from galaxymorph.prediction import Classifier
-
     loaded = load_model(model)
     pixels = _model_input(loaded, image)
     targets = None if target is None else np.array([_class_index(loaded, target)])
@@ -122,6 +139,40 @@ def feature_maps(model: str | os.PathLike | LoadedModel, image: str | os.PathLik
     return {name: torch.relu(output[0]).numpy() for name, output in maps.items()}
 
 
+@dataclass(frozen=True)
+class ExplainedInput:
+    """One input of `explain_inputs`: its explanation and the files written, or why it has none."""
+
+    row: CatalogRow
+    explanation: Explanation | None
+    written: tuple[Path, ...] = ()
+    error: str = ""
+
+
+def explain_inputs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike, *,
+                   model: str | os.PathLike | LoadedModel = DEFAULT_MODEL, method: str = "gradcam",
+                   target: str | None = None, with_feature_maps: bool = False) -> Iterator[ExplainedInput]:
+    """Explain every image of files, folders or catalogs (read as `classify` reads them) into the
+    folder `output`: ID.png and ID.npy (`Explanation.save`), and with `with_feature_maps` one grid
+    per convolutional layer. An image that cannot be explained comes with its error; the rest go on."""
+    loaded = load_model(model)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    for row in iter_inputs(inputs):
+        stem = row.id.replace("/", "_").replace("\\", "_")
+        try:
+            if row.error or not isinstance(row.file, Path):
+                raise ValueError(row.error or f"{row.id}: explain reads image files, not members of HDF5 files or shards")
+            explanation = explain(loaded, row.file, method=method, target=target)
+            written = explanation.save(output, stem)
+            if with_feature_maps:
+                written += tuple(plots.save_feature_maps(feature_maps(loaded, explanation.image), output, stem))
+        except (GalaxyMorphError, ValueError) as error:
+            yield ExplainedInput(row, None, error=str(error))
+            continue
+        yield ExplainedInput(row, explanation, written)
+
+
 def share_inside(attribution: np.ndarray, segment: np.ndarray) -> float:
     """The share of a map's total that falls inside a segmentation mask (a sanity check: it should
     be well above the share of the image the mask covers)."""
@@ -146,63 +197,3 @@ def _class_index(loaded: LoadedModel, name: str) -> int:
     if name not in loaded.classes:
         raise ValueError(f"target must be one of the model's classes {loaded.classes}, got {name!r}")
     return loaded.classes.index(name)
-
-
-def save_explanation(explanation: Explanation, folder: str | os.PathLike, stem: str) -> tuple[Path, Path]:
-    """Write `stem.png` (input, overlay, map, with the probability) and `stem.npy` (the map)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    array_path, image_path = folder / f"{stem}.npy", folder / f"{stem}.png"
-    np.save(array_path, explanation.attribution)
-    image_path.write_bytes(render_explanation(explanation, stem))
-    return image_path, array_path
-
-
-def render_explanation(explanation: Explanation, title: str) -> bytes:
-    """The explanation as a PNG: input, overlay and map side by side, titled with the probability."""
-    import io
-
-    plt = plots.pyplot()
-    picture = np.clip(explanation.image.transpose(1, 2, 0), 0, 1)
-    figure, axes = plt.subplots(1, 3, figsize=(9, 3.3))
-    axes[0].imshow(picture)
-    axes[0].set_title("input")
-    axes[1].imshow(picture)
-    axes[1].imshow(explanation.attribution, cmap="inferno", alpha=0.55, vmin=0, vmax=1)
-    axes[1].set_title(f"{explanation.method} overlay")
-    axes[2].imshow(explanation.attribution, cmap="inferno", vmin=0, vmax=1)
-    axes[2].set_title("map")
-    for axis in axes:
-        axis.axis("off")
-    probability = explanation.probabilities[explanation.target]
-    summary = f"{title}: {explanation.target} {probability:.1%}"
-    if not np.isnan(explanation.p_spiral):
-        summary += f", p_spiral {explanation.p_spiral:.3f}"
-    figure.suptitle(summary)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def save_feature_maps(maps: dict[str, np.ndarray], folder: str | os.PathLike, stem: str) -> list[Path]:
-    """One grid image per layer, `stem-LAYER.png`, each map scaled to its own maximum."""
-    plt = plots.pyplot()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, activations in maps.items():
-        columns = int(np.ceil(np.sqrt(len(activations))))
-        rows = int(np.ceil(len(activations) / columns))
-        figure, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.2 * rows + 0.4), squeeze=False)
-        for axis in axes.ravel():
-            axis.axis("off")
-        for axis, activation in zip(axes.ravel(), activations):
-            axis.imshow(activation, cmap="gray", vmin=0, vmax=max(float(activation.max()), 1e-12))
-        figure.suptitle(f"{stem}: {name} ({len(activations)} maps, {activations.shape[1]}x{activations.shape[2]})")
-        path = folder / f"{stem}-{name.replace('.', '_')}.png"
-        figure.savefig(path, dpi=80)
-        plt.close(figure)
-        written.append(path)
-    return written

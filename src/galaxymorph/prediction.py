@@ -7,12 +7,11 @@ read gets its reason in the `error` column and the job goes on.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -20,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from galaxymorph.catalog import CatalogRow
-from galaxymorph.config import (BATCH_SIZE, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, CONFIDENT_MIN_GALAXY, DEFAULT_MODEL,
-                                LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE, default_workers)
+from galaxymorph.config import (BATCH_SIZE, CHUNK_ROWS, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, CONFIDENT_MIN_GALAXY,
+                                DEFAULT_MODEL, LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE, default_workers)
 from galaxymorph.labels import BINARY_CLASSES, galaxy_probability, has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
-from galaxymorph.outputs.catalog_writer import CHUNK_ROWS, check_output_path, open_catalog_writer
+from galaxymorph.models.export import onnx_bytes
+from galaxymorph.outputs.catalog_writer import check_output_path, open_catalog_writer
 from galaxymorph.preprocess.parallel import DecodedBatch, decode_in_batches
 from galaxymorph.sources import iter_inputs
 from galaxymorph.typicality import FeatureDensity
@@ -36,10 +36,11 @@ BACKENDS = ("auto", "cuda", "onnx", "onnx-int8", "torch")
 class PredictOptions:
     """How prediction runs: batch size, decoding processes, inference back-end and threads,
     test-time augmentation (`tta`: average over the 8 rotations and mirror images of each input),
-    and the largest image read (`max_pixels`; larger ones get an error row from their header)."""
+    and the largest image read (`max_pixels`; larger ones get an error row from their header).
+    `workers` None means one decoding process per core (`config.default_workers`)."""
 
     batch_size: int = BATCH_SIZE
-    workers: int = field(default_factory=default_workers)
+    workers: int | None = None
     backend: str = "auto"
     threads: int | None = None
     tta: bool = False
@@ -54,6 +55,8 @@ class PredictOptions:
         return 1 if self.workers >= default_workers() else None
 
     def __post_init__(self) -> None:
+        if self.workers is None:
+            object.__setattr__(self, "workers", default_workers())
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.backend not in BACKENDS:
@@ -109,10 +112,7 @@ class Classifier:
                 self.density = None
         elif self.backend == "cuda":
             self._gpu_model, self._staging = _cuda_model(loaded), None
-        if threads and self.backend in ("cuda", "torch"):  # cuda: the host-side copies of each batch
-            import torch
-
-            torch.set_num_threads(threads)
+        self._torch_threads = threads if self.backend in ("cuda", "torch") else None  # cuda: the host-side copies
 
     def scores(self, images: np.ndarray) -> Scores:
         """`Scores` for model inputs (N, 3, S, S) in [0, 1]: probabilities, the spread of p_spiral
@@ -147,7 +147,7 @@ class Classifier:
         D), as float64; features are None from an ONNX graph exported before it had them."""
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), _torch_threads(self._torch_threads):
             if self.backend in ("onnx", "onnx-int8"):
                 inputs = {"images": np.ascontiguousarray(images, dtype=np.float32)}
                 wanted = ["member_logits"] + (["member_features"] if self._session_has_features else [])
@@ -363,63 +363,20 @@ def _resolve_backend(backend: str, loaded: LoadedModel) -> str:
     return backend
 
 
-def onnx_bytes(loaded: LoadedModel) -> bytes:
-    """The model as an ONNX graph (input `images` (N, 3, S, S) in [0, 1]; outputs `logits` (N, K),
-    `member_logits` (N, M, K), M = 1 but for ensembles, and `member_features` (N, M, D), which
-    `ood_score` measures), with the classes, preprocessing and temperature in its metadata."""
-    import json
-
-    import onnx
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run torch on `threads` threads inside the block only (None: as it is); torch's setting is
+    process-wide, so it is put back for the caller's own work."""
     import torch
 
-    class WithMembers(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            members, features = self.model.member_outputs(images)
-            return members.mean(dim=1), members, features
-
-    size = loaded.preprocessing.image_size
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(WithMembers(loaded.model).eval(), (torch.zeros(1, 3, size, size),), buffer, dynamo=False,
-                          input_names=["images"], output_names=["logits", "member_logits", "member_features"],
-                          dynamic_axes={name: {0: "batch"} for name in ("images", "logits", "member_logits", "member_features")})
-    graph = onnx.load_from_string(buffer.getvalue())
-    onnx.helper.set_model_props(graph, {
-        "galaxymorph_model": loaded.name, "classes": json.dumps(list(loaded.classes)),
-        "preprocessing": json.dumps(loaded.preprocessing.to_dict()),
-        "temperature": str(loaded.metadata.get("calibration", {}).get("temperature", 1.0)),
-        "output": "logits: one per class (softmax), or one sigmoid logit for two classes; divide by temperature; "
-                  "member_logits: the same for each ensemble member; member_features: each member's pooled features"})
-    return graph.SerializeToString()
-
-
-def export_onnx(loaded: LoadedModel, path: str | os.PathLike, *, check_images: int = 64,
-                tolerance: float = 1e-4) -> tuple[Path, float]:
-    """Write the model as ONNX and check ONNX Runtime against torch on random inputs; returns the
-    path and the largest difference of the logits (a `ModelError` above `tolerance`)."""
-    import onnxruntime
-    import torch
-
-    from galaxymorph.errors import ModelError
-
-    content = onnx_bytes(loaded)
-    size = loaded.preprocessing.image_size
-    images = np.random.default_rng(0).random((check_images, 3, size, size), dtype=np.float32)
-    session = onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"])
-    with torch.inference_mode():
-        expected = loaded.model.eval()(torch.from_numpy(images)).numpy()
-    difference = float(np.abs(session.run(["logits"], {"images": images})[0] - expected).max())
-    if difference > tolerance:
-        raise ModelError(f"ONNX export of {loaded.name} differs from torch by {difference:.2g} (> {tolerance:g})")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return path, difference
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(before)
 
 
 def _cuda_model(loaded: LoadedModel):

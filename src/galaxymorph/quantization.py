@@ -20,19 +20,20 @@ from pathlib import Path
 import numpy as np
 
 from galaxymorph.catalog import read_labelled_catalog
-from galaxymorph.config import CALIBRATION_IMAGES
+from galaxymorph.config import CALIBRATION_IMAGES, default_workers
 from galaxymorph.errors import CatalogError
 from galaxymorph.models import LoadedModel, load_checkpoint
 from galaxymorph.models.checkpoint import int8_graph_path, record_in_metadata
+from galaxymorph.models.export import onnx_bytes
+from galaxymorph.prediction import Classifier
+from galaxymorph.training.data import split_inputs
 
 
 def quantized_graph(loaded: LoadedModel, calibration: np.ndarray, *, batch_size: int = 32) -> bytes:
-    """The model's ONNX graph (`prediction.onnx_bytes`) quantised to int8, with activation ranges
+    """The model's ONNX graph (`models.export.onnx_bytes`) quantised to int8, with activation ranges
     from `calibration`, model inputs (N, 3, S, S)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from galaxymorph.prediction import onnx_bytes
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
@@ -52,13 +53,12 @@ def quantized_graph(loaded: LoadedModel, calibration: np.ndarray, *, batch_size:
 
 
 def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike, *,
-                        images: int = CALIBRATION_IMAGES, workers: int = 0) -> dict:
+                        images: int = CALIBRATION_IMAGES, workers: int | None = 0) -> dict:
     """Write `NAME.int8.onnx` beside a checkpoint, with ranges from the first `images` galaxies of
     its training split in `labels`, and record in its metadata how the int8 probabilities (and
-    ood_score) differ from float32 ones on its validation split."""
-    from galaxymorph.evaluation import split_inputs
-    from galaxymorph.prediction import Classifier
-
+    ood_score) differ from float32 ones on its validation split; returns that record and the
+    graph's path (`graph`). `workers`: decoding processes (None: one per core)."""
+    workers = default_workers() if workers is None else workers
     loaded = load_checkpoint(checkpoint)
     catalog = read_labelled_catalog(labels)
     calibration = split_inputs(catalog, loaded, "train", labels, limit=images, workers=workers)
@@ -78,6 +78,6 @@ def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike
     if not np.isnan(exact.ood).all():  # ood_score, where the model has a feature density
         result["ood_score_max_relative_difference"] = float(np.max(np.abs(quantized.ood / exact.ood - 1)))
     record_in_metadata(checkpoint, "int8", result)
-    return result
+    return {**result, "graph": path}
 
 

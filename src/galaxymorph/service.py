@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 
-from galaxymorph.catalog import CatalogRow
+from galaxymorph.catalog import CatalogRow, SkyPosition, sky_position_degrees
 from galaxymorph.config import DEFAULT_MODEL, MAX_PIXELS, service_api_key
 from galaxymorph.errors import ImageReadError
 from galaxymorph.models import LoadedModel, bundled_models, load_model
@@ -166,33 +166,25 @@ class DynamicBatcher:
                 start += len(images)
 
 
-def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedModel | None = None) -> FastAPI:
-    """The FastAPI application serving one model."""
-    loaded = loaded or load_model(settings.model)
-    classifier = Classifier(loaded, tta=settings.tta)
-    batcher = DynamicBatcher(classifier, settings.batch_window, settings.max_batch)
-    # /docs and /redoc with their scripts and styles served from the package: they work offline.
-    app = FastAPIOffline(title="galaxymorph", summary="Galaxy morphology from survey images", version="1")
-    if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
+class Service:
+    """What the routes share: the settings, the model behind its `Classifier` and `DynamicBatcher`,
+    the pool that decodes uploads and the bound on requests fetching cutouts."""
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["X-API-Key", "Content-Type"])
+    def __init__(self, settings: ServiceSettings, loaded: LoadedModel) -> None:
+        self.settings, self.loaded = settings, loaded
+        self.classifier = Classifier(loaded, tta=settings.tta)
+        self.batcher = DynamicBatcher(self.classifier, settings.batch_window, settings.max_batch)
+        self.decoding = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="galaxymorph-decode")
+        self.fetching = asyncio.Semaphore(settings.fetching_requests)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, timeout=settings.body_timeout)
-    decoding = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="galaxymorph-decode")
-    fetching = asyncio.Semaphore(settings.fetching_requests)
-
-    @app.exception_handler(ServiceError)
-    async def service_error(_: Request, error: ServiceError) -> JSONResponse:
-        return _error_response(error)
-
-    def check_key(request: Request) -> None:
+    def check_key(self, request: Request) -> None:
         sent = request.headers.get("x-api-key", "").encode("latin-1")  # the header's own bytes (decoded as latin-1)
-        if settings.api_key and not secrets.compare_digest(sent, settings.api_key.encode()):
+        if self.settings.api_key and not secrets.compare_digest(sent, self.settings.api_key.encode()):
             raise ServiceError(401, "missing or wrong API key (X-API-Key header)")
 
-    async def uploads(request: Request, field_name: str, limit: int) -> list[tuple[str, bytes]]:
+    async def uploads(self, request: Request, field_name: str, limit: int) -> list[tuple[str, bytes]]:
+        """The files of a multipart field (label, bytes), within the upload limits."""
+        settings = self.settings
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ServiceError(415, f"send images as multipart/form-data in the field {field_name!r}")
         try:
@@ -218,39 +210,66 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
             contents.append((_label(upload, number), data))
         return contents
 
-    async def decode(name: str, data: bytes) -> ModelInput | ImageReadError:
-        work = partial(decode_bytes, data, name, loaded.preprocessing, max_pixels=settings.max_pixels)
+    async def decode(self, name: str, data: bytes) -> ModelInput | ImageReadError:
+        """Decode one upload in the decoding pool; an unreadable one gives its error."""
+        work = partial(decode_bytes, data, name, self.loaded.preprocessing, max_pixels=self.settings.max_pixels)
         try:
-            return await asyncio.get_running_loop().run_in_executor(decoding, work)
+            return await asyncio.get_running_loop().run_in_executor(self.decoding, work)
         except ImageReadError as error:
             return error
 
-    async def classify_images(named: list[tuple[str, bytes]], ids: list[str]) -> list[dict]:
+    async def classify_images(self, named: list[tuple[str, bytes]], ids: list[str]) -> list[dict]:
         """Rows for images (name for errors, bytes), with these ids, in order."""
-        decoded = await asyncio.gather(*(decode(name, data) for name, data in named))
-        size = loaded.preprocessing.image_size
-        batch = DecodedBatch(
-            items=[CatalogRow(row_id, None) for row_id in ids],
-            images=np.stack([d.pixels if isinstance(d, ModelInput) else np.zeros((3, size, size), np.float32) for d in decoded]),
-            errors=[d.reason if isinstance(d, ImageReadError) else "" for d in decoded],
-            galaxy_found=[d.galaxy_found if isinstance(d, ModelInput) else None for d in decoded],
-            galaxy_truncated=[d.galaxy_truncated if isinstance(d, ModelInput) else None for d in decoded])
-        good = classifier.decoded_well(batch)
-        scores = Scores.missing(len(named), len(loaded.classes))
+        decoded = await asyncio.gather(*(self.decode(name, data) for name, data in named))
+        batch = DecodedBatch.of([CatalogRow(row_id, None) for row_id in ids], decoded, self.loaded.preprocessing.image_size)
+        good = self.classifier.decoded_well(batch)
+        scores = Scores.missing(len(named), len(self.loaded.classes))
         if good.any():
-            scores[good] = await batcher.scores(batch.images[good])
-        rows = classifier.build_rows(batch, scores)
+            scores[good] = await self.batcher.scores(batch.images[good])
+        rows = self.classifier.build_rows(batch, scores)
         for row in rows:
             del row["file"]
         return rows
 
-    def parse_positions(positions: object) -> list:
-        from galaxymorph.catalog import SkyPosition, sky_position_degrees
+    async def classify_positions(self, parsed: list[SkyPosition], survey: str) -> list[dict]:
+        """Rows for sky positions, whose cutouts are fetched from `survey` (and cached)."""
+        from galaxymorph.remote import SURVEYS, CutoutCache, CutoutService, fetch_cutouts
 
+        if survey not in SURVEYS:
+            raise ServiceError(422, f"survey must be one of {SURVEYS}")
+        service = CutoutService(survey)
+        async with self.fetching:  # cancelled with its request when that times out
+            results = [result async for result in fetch_cutouts(parsed, service, CutoutCache.default())]
+        named = [(r.position.id, r.file.read_bytes() if r.file else b"") for r in results]
+        rows = await self.classify_images(named, [position.id for position in parsed])
+        for row, position, result in zip(rows, parsed, results):  # in order: ids may repeat
+            row.update(ra=position.ra, dec=position.dec)
+            row["error"] = result.error or row["error"]
+        return rows
+
+    async def explanation_png(self, name: str, data: bytes, method: str) -> bytes:
+        """The explanation figure of one upload."""
+        from galaxymorph.explain import METHODS, explain
+
+        if method not in METHODS:
+            raise ServiceError(422, f"method must be one of {METHODS}")
+        decoded = await self.decode(name, data)
+        if isinstance(decoded, ImageReadError):
+            raise ServiceError(422, str(decoded), file=name)
+        return await self.within_time(asyncio.to_thread(lambda: explain(self.loaded, decoded.pixels, method=method).png(name)))
+
+    async def within_time(self, work):
+        try:
+            return await asyncio.wait_for(work, self.settings.request_timeout)
+        except asyncio.TimeoutError:
+            raise ServiceError(504, f"request took longer than {self.settings.request_timeout:g} s") from None
+
+    def parse_positions(self, positions: object) -> list[SkyPosition]:
+        """A JSON list of {"ra", "dec"[, "id"]}, checked item by item."""
         if not isinstance(positions, list) or not positions or not all(isinstance(p, dict) for p in positions):
             raise ServiceError(422, 'send a JSON list of one or more {"ra": degrees, "dec": degrees}')
-        if len(positions) > settings.max_files:
-            raise ServiceError(413, f"{len(positions)} positions sent; at most {settings.max_files} per request")
+        if len(positions) > self.settings.max_files:
+            raise ServiceError(413, f"{len(positions)} positions sent; at most {self.settings.max_files} per request")
         parsed = []
         for number, item in enumerate(positions, 1):
             try:
@@ -263,37 +282,33 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
             parsed.append(SkyPosition(row_id if isinstance(row_id, str) else json.dumps(row_id)[:200], ra, dec, {}))
         return parsed
 
-    async def classify_positions(parsed: list, survey: str) -> list[dict]:
-        from galaxymorph.remote import SURVEYS, CutoutCache, CutoutService, fetch_cutouts
+    def model_descriptions(self) -> dict:
+        """The model being served, its back-end, and every bundled model."""
+        described = {name: load_model(name) for name in bundled_models()} | {self.loaded.name: self.loaded}
+        return {"serving": self.loaded.name, "backend": self.classifier.backend, "models": [
+            {"name": name, "classes": list(m.classes), "preprocessing": m.preprocessing.to_dict(),
+             "metrics": m.metadata.get("metrics", {}), "calibration": m.metadata.get("calibration", {})}
+            for name, m in described.items()]}
 
-        if survey not in SURVEYS:
-            raise ServiceError(422, f"survey must be one of {SURVEYS}")
-        service = CutoutService(survey)
-        async with fetching:  # cancelled with its request when that times out
-            results = [result async for result in fetch_cutouts(parsed, service, CutoutCache.default())]
-        named = [(r.position.id, r.file.read_bytes() if r.file else b"") for r in results]
-        rows = await classify_images(named, [position.id for position in parsed])
-        for row, position, result in zip(rows, parsed, results):  # in order: ids may repeat
-            row.update(ra=position.ra, dec=position.dec)
-            row["error"] = result.error or row["error"]
-        return rows
 
-    async def with_timeout(work):
-        try:
-            return await asyncio.wait_for(work, settings.request_timeout)
-        except asyncio.TimeoutError:
-            raise ServiceError(504, f"request took longer than {settings.request_timeout:g} s") from None
+def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedModel | None = None) -> FastAPI:
+    """The FastAPI application serving one model."""
+    service = Service(settings, loaded or load_model(settings.model))
+    # /docs and /redoc with their scripts and styles served from the package: they work offline.
+    app = FastAPIOffline(title="galaxymorph", summary="Galaxy morphology from survey images", version="1")
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Content-Type"])
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, timeout=settings.body_timeout)
+    app.add_exception_handler(ServiceError, _service_error)
+    model_descriptions = service.model_descriptions()
 
     @app.get("/healthz")
     async def healthz() -> dict:
         """Liveness: the model is loaded."""
-        return {"status": "ok", "model": loaded.name}
-
-    described = {name: load_model(name) for name in bundled_models()} | {loaded.name: loaded}
-    model_descriptions = {"serving": loaded.name, "backend": classifier.backend, "models": [
-        {"name": name, "classes": list(m.classes), "preprocessing": m.preprocessing.to_dict(),
-         "metrics": m.metadata.get("metrics", {}), "calibration": m.metadata.get("calibration", {})}
-        for name, m in described.items()]}
+        return {"status": "ok", "model": service.loaded.name}
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -305,35 +320,25 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         """Multipart `files` (one or several images), or a JSON list of {"ra", "dec"[, "id"]} (cutouts
         fetched from `?survey=sdss|legacy`): the same fields as the CLI catalog, one result per
         image in the order sent."""
-        check_key(request)
+        service.check_key(request)
         if request.headers.get("content-type", "").startswith("application/json"):
-            positions = parse_positions(_strict_json(await request.body()))
-            rows = await with_timeout(classify_positions(positions, request.query_params.get("survey", "sdss")))
+            positions = service.parse_positions(_strict_json(await request.body()))
+            survey = request.query_params.get("survey", "sdss")
+            rows = await service.within_time(service.classify_positions(positions, survey))
         else:
-            named = await uploads(request, "files", settings.max_files)
-            rows = await with_timeout(classify_images(named, [file_id(name) for name, _ in named]))
+            named = await service.uploads(request, "files", settings.max_files)
+            rows = await service.within_time(service.classify_images(named, [file_id(name) for name, _ in named]))
         if all(row["error"] for row in rows):  # an upload or a list of positions, alike
             raise ServiceError(422, "no image could be read", results=_json_safe(rows))
-        return JSONResponse({"model": loaded.name, "results": _json_safe(rows)})
+        return JSONResponse({"model": service.loaded.name, "results": _json_safe(rows)})
 
     @app.post("/v1/explain", response_class=Response, responses={200: {"content": {"image/png": {}}}})
     async def explain(request: Request) -> Response:
         """Multipart `file` (one image) and optional form field `method`: the overlay PNG."""
-        from galaxymorph.explain import METHODS, explain as explain_image, render_explanation
-
-        check_key(request)
-        ((name, data),) = await uploads(request, "file", 1)
+        service.check_key(request)
+        ((name, data),) = await service.uploads(request, "file", 1)
         method = (await request.form()).get("method") or "gradcam"
-        if method not in METHODS:
-            raise ServiceError(422, f"method must be one of {METHODS}")
-        decoded = await decode(name, data)
-        if isinstance(decoded, ImageReadError):
-            raise ServiceError(422, str(decoded), file=name)
-
-        def render() -> bytes:
-            return render_explanation(explain_image(loaded, decoded.pixels, method=method), name)
-
-        return Response(await with_timeout(asyncio.to_thread(render)), media_type="image/png")
+        return Response(await service.explanation_png(name, data, method), media_type="image/png")
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -345,6 +350,10 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
 
 MAX_FORM_FIELDS = 16
 MAX_FORM_FIELD_BYTES = 64 << 10
+
+
+async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
+    return _error_response(error)
 
 
 def _error_response(error: ServiceError) -> JSONResponse:

@@ -1,4 +1,7 @@
-"""Model architectures, the registry and checkpoints."""
+"""Model architectures, the registry and checkpoints.
+
+Importing the family modules here runs their `@register_model` decorators, so the registry itself
+imports no family."""
 
 from galaxymorph.models._base import GalaxyClassifier, logits_to_probabilities
 from galaxymorph.models.checkpoint import (
@@ -10,7 +13,9 @@ from galaxymorph.models.checkpoint import (
     save_checkpoint,
 )
 from galaxymorph.models.ensemble import GalaxyEnsemble
+from galaxymorph.models.export import export_onnx
 from galaxymorph.models.registry import create_model, list_architectures, register_model
+from galaxymorph.models import galaxynet, seed  # noqa: F401, E402  (registers the families)
 
 __all__ = [
     "GalaxyClassifier",
@@ -19,6 +24,7 @@ __all__ = [
     "build_model",
     "bundled_models",
     "create_model",
+    "export_onnx",
     "list_architectures",
     "load_checkpoint",
     "load_model",

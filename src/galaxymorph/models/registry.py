@@ -19,20 +19,14 @@ def register_model(entry: Callable) -> Callable:
 
 def list_architectures() -> list[str]:
     """Names of the registered architectures."""
-    _import_families()
     return sorted(_ARCHITECTURES)
 
 
 def create_model(name: str, *, classes: Sequence[str] | None = None, **kwargs):
     """Build an untrained model of a registered architecture, for its default classes or the given ones."""
-    _import_families()
     if name not in _ARCHITECTURES:
         raise ModelError(f"unknown architecture {name!r}; registered: {', '.join(sorted(_ARCHITECTURES))}")
     if classes is not None:
         kwargs["classes"] = tuple(classes)
     return _ARCHITECTURES[name](**kwargs)
 
-
-def _import_families() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from galaxymorph.models import galaxynet, seed  # noqa: F401

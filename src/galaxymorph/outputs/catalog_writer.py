@@ -17,11 +17,11 @@ import re
 from pathlib import Path
 from types import TracebackType
 
+from galaxymorph.config import CHUNK_ROWS
 from galaxymorph.outputs.metadata import POSITION_UNITS, column_metadata
 
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".pq", ".fits", ".ecsv")
 _ASTROPY_FORMATS = {".fits": "fits", ".ecsv": "ascii.ecsv"}
-CHUNK_ROWS = 10_000
 DATASET_SETTINGS = "_galaxymorph.json"
 _CHUNK_NAME = re.compile(r"part-(\d{6})\.parquet")
 

@@ -12,7 +12,7 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from galaxymorph.config import CHANNELS, MAX_PIXELS, MIN_IMAGE_SIZE, Preprocessing
 from galaxymorph.errors import ImageReadError
-from galaxymorph.preprocess.framing import find_central_source
+from galaxymorph.preprocess.framing import frame_box
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp") + FITS_SUFFIXES
@@ -37,13 +37,6 @@ fewer bytes than that cannot hold the pixels its header claims: its decoder woul
 def is_image_file(path: str | os.PathLike) -> bool:
     """True when the file name has an image or FITS suffix (case-insensitive)."""
     return str(path).lower().endswith(IMAGE_SUFFIXES)
-
-
-FRAMING_WORK_SIZE = 96
-"""The central galaxy is searched for on a copy reduced by a whole factor to about this side."""
-SMALL_GALAXY = 1 / 16
-"""A galaxy whose half-light radius is under this share of the searched region is measured again on
-the central half at twice the resolution."""
 
 
 @dataclass(frozen=True)
@@ -187,58 +180,6 @@ def _check_size(path: Path, width: int, height: int) -> None:
         raise ImageReadError(path, f"image is {width}x{height} px; at least {MIN_IMAGE_SIZE} px a side is needed")
 
 
-def _crop_box(width: int, height: int, crop_fraction: float) -> tuple[float, float, float, float]:
-    side = min(width, height) * crop_fraction
-    left, top = (width - side) / 2, (height - side) / 2
-    return (left, top, left + side, top + side)
-
-
-def _frame_box(width: int, height: int, preprocessing: Preprocessing,
-               reduced_intensity: Callable[[tuple[int, int, int], int], np.ndarray],
-               ) -> tuple[tuple[float, float, float, float], bool | None, bool | None]:
-    """The crop box: around the central galaxy when framing is on and finds one, else the fixed crop;
-    the whole image (its central square) when galaxy light fills it. Then whether a galaxy was
-    found and whether it may be truncated (`CentralSource.truncated`; None when framing is off).
-
-    `reduced_intensity((left, top, side), factor)` gives the intensity of a square region reduced by
-    a whole factor (`side` a multiple of it). The galaxy is searched for on the whole image reduced
-    to about `FRAMING_WORK_SIZE` px; while it looks small there, the search zooms into the central
-    half, so that small galaxies are measured with enough pixels.
-    """
-    fixed = _crop_box(width, height, preprocessing.crop_fraction)
-    if not preprocessing.framing:
-        return fixed, None, None
-    side, truncated = min(width, height), False
-    while True:
-        factor = max(1, side // FRAMING_WORK_SIZE)
-        searched = side // factor * factor
-        search_left, search_top = (width - searched) / 2, (height - searched) / 2
-        source = find_central_source(_centred_search(reduced_intensity, search_left, search_top, searched, factor))
-        if not source.found:
-            return fixed, False, False
-        if side == min(width, height):
-            truncated = source.truncated
-            if source.fills_frame:  # its measured size would be its core's
-                return _crop_box(width, height, 1.0), True, True
-        if factor == 1 or source.radius_50 * factor > side * SMALL_GALAXY:
-            break
-        side //= 2
-    x, y = search_left + (source.x + 0.5) * factor, search_top + (source.y + 0.5) * factor
-    crop = float(np.clip(2 * source.radius_50 * factor / preprocessing.frame_fill, MIN_IMAGE_SIZE, min(width, height)))
-    left, top = float(np.clip(x - crop / 2, 0, width - crop)), float(np.clip(y - crop / 2, 0, height - crop))
-    return (left, top, left + crop, top + crop), True, truncated
-
-
-def _centred_search(reduced_intensity: Callable[[tuple[int, int, int], int], np.ndarray],
-                    left: float, top: float, side: int, factor: int) -> np.ndarray:
-    """The reduced intensity of the square at (`left`, `top`), centred on the image. Where centring
-    needs half a pixel, the grids at the pixels on either side are averaged (exactly, in float64), so
-    that the search, and framing, is exactly equivariant under 90-degree rotations and flips."""
-    grids = [reduced_intensity((x, y, side), factor)
-             for y in sorted({math.floor(top), math.ceil(top)}) for x in sorted({math.floor(left), math.ceil(left)})]
-    return np.mean(grids, axis=0, dtype=np.float64)
-
-
 def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
     """Cut the region around the crop box out of an 8-bit image and frame it in floating point.
 
@@ -252,7 +193,7 @@ def _frame_rgb(image: Image.Image, preprocessing: Preprocessing) -> ModelInput:
         grey = intensity.crop((left, top, left + side, top + side))
         return np.asarray(grey.reduce(factor) if factor > 1 else grey, dtype=np.float32) / 255.0
 
-    (left, top, right, bottom), found, truncated = _frame_box(image.width, image.height, preprocessing, reduced_intensity)
+    (left, top, right, bottom), found, truncated = frame_box(image.width, image.height, preprocessing, reduced_intensity)
     margin = 2 + math.ceil((right - left) / preprocessing.image_size)  # the resampling filter's reach
     region = (max(0, math.floor(left) - margin), max(0, math.floor(top) - margin),
               min(image.width, math.ceil(right) + margin), min(image.height, math.ceil(bottom) + margin))
@@ -280,7 +221,7 @@ def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
 
         return np.concatenate([reduced(first) for first in range(0, cells, strip)])
 
-    box, found, truncated = _frame_box(width, height, preprocessing, reduced_intensity)
+    box, found, truncated = frame_box(width, height, preprocessing, reduced_intensity)
     return ModelInput(_resample_bands(bands, box, preprocessing.image_size), found, truncated)
 
 

@@ -16,14 +16,20 @@ than the frame, or one joined to a bright neighbour that is), or the "sky" (the 
 image) is brighter than `BRIGHT_SKY`, which survey renderings keep near black: the frame is then
 mostly galaxy light (`fills_frame`), the sky level is the galaxy's, and only its core would be
 measured.
+
+`frame_box` turns the central source into the crop that the decoders cut out and resample: the
+search runs on a reduced copy of the image and zooms into its centre while the galaxy looks small.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from galaxymorph.config import MIN_IMAGE_SIZE, Preprocessing
 
 DETECTION_SIGMA = 3.0
 MIN_AREA = 9
@@ -34,6 +40,12 @@ PEAK_FRACTION = 0.1
 """Source pixels are at least this share of the (smoothed, sky-subtracted) central peak."""
 BRIGHT_SKY = 0.2
 """A median intensity above this (on a 0-1 scale) is galaxy light filling the frame, not sky."""
+
+FRAMING_WORK_SIZE = 96
+"""The central galaxy is searched for on a copy reduced by a whole factor to about this side."""
+SMALL_GALAXY = 1 / 16
+"""A galaxy whose half-light radius is under this share of the searched region is measured again on
+the central half at twice the resolution."""
 
 
 @dataclass(frozen=True)
@@ -114,3 +126,55 @@ def _central_pixels(length: int, half: int) -> slice:
     lengths alike, so that framing is exactly equivariant under 90-degree rotations and flips."""
     centre = (length - 1) / 2
     return slice(math.ceil(centre - half), math.floor(centre + half) + 1)
+
+
+def _crop_box(width: int, height: int, crop_fraction: float) -> tuple[float, float, float, float]:
+    side = min(width, height) * crop_fraction
+    left, top = (width - side) / 2, (height - side) / 2
+    return (left, top, left + side, top + side)
+
+
+def frame_box(width: int, height: int, preprocessing: Preprocessing,
+              reduced_intensity: Callable[[tuple[int, int, int], int], np.ndarray],
+              ) -> tuple[tuple[float, float, float, float], bool | None, bool | None]:
+    """The crop box: around the central galaxy when framing is on and finds one, else the fixed crop;
+    the whole image (its central square) when galaxy light fills it. Then whether a galaxy was
+    found and whether it may be truncated (`CentralSource.truncated`; None when framing is off).
+
+    `reduced_intensity((left, top, side), factor)` gives the intensity of a square region reduced by
+    a whole factor (`side` a multiple of it). The galaxy is searched for on the whole image reduced
+    to about `FRAMING_WORK_SIZE` px; while it looks small there, the search zooms into the central
+    half, so that small galaxies are measured with enough pixels.
+    """
+    fixed = _crop_box(width, height, preprocessing.crop_fraction)
+    if not preprocessing.framing:
+        return fixed, None, None
+    side, truncated = min(width, height), False
+    while True:
+        factor = max(1, side // FRAMING_WORK_SIZE)
+        searched = side // factor * factor
+        search_left, search_top = (width - searched) / 2, (height - searched) / 2
+        source = find_central_source(_centred_search(reduced_intensity, search_left, search_top, searched, factor))
+        if not source.found:
+            return fixed, False, False
+        if side == min(width, height):
+            truncated = source.truncated
+            if source.fills_frame:  # its measured size would be its core's
+                return _crop_box(width, height, 1.0), True, True
+        if factor == 1 or source.radius_50 * factor > side * SMALL_GALAXY:
+            break
+        side //= 2
+    x, y = search_left + (source.x + 0.5) * factor, search_top + (source.y + 0.5) * factor
+    crop = float(np.clip(2 * source.radius_50 * factor / preprocessing.frame_fill, MIN_IMAGE_SIZE, min(width, height)))
+    left, top = float(np.clip(x - crop / 2, 0, width - crop)), float(np.clip(y - crop / 2, 0, height - crop))
+    return (left, top, left + crop, top + crop), True, truncated
+
+
+def _centred_search(reduced_intensity: Callable[[tuple[int, int, int], int], np.ndarray],
+                    left: float, top: float, side: int, factor: int) -> np.ndarray:
+    """The reduced intensity of the square at (`left`, `top`), centred on the image. Where centring
+    needs half a pixel, the grids at the pixels on either side are averaged (exactly, in float64), so
+    that the search, and framing, is exactly equivariant under 90-degree rotations and flips."""
+    grids = [reduced_intensity((x, y, side), factor)
+             for y in sorted({math.floor(top), math.ceil(top)}) for x in sorted({math.floor(left), math.ceil(left)})]
+    return np.mean(grids, axis=0, dtype=np.float64)

@@ -55,6 +55,15 @@ class DecodedBatch(Generic[Item]):
     galaxy_found: list[bool | None]
     galaxy_truncated: list[bool | None]
 
+    @classmethod
+    def of(cls, items: list[Item], decoded: Sequence[ModelInput | ImageReadError], size: int) -> DecodedBatch[Item]:
+        """A batch of items decoded one by one elsewhere (a `ModelInput`, or the error that stopped it)."""
+        blank = np.zeros((CHANNELS, size, size), np.float32)
+        inputs = [d if isinstance(d, ModelInput) else None for d in decoded]
+        return cls(items, np.stack([d.pixels if d else blank for d in inputs]),
+                   [d.reason if isinstance(d, ImageReadError) else "" for d in decoded],
+                   [d.galaxy_found if d else None for d in inputs], [d.galaxy_truncated if d else None for d in inputs])
+
 
 def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Preprocessing, *,
                  out: np.ndarray | None = None, max_pixels: int = MAX_PIXELS) -> DecodedBatch[Path | ImageSource | None]:

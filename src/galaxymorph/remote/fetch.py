@@ -65,6 +65,19 @@ class FetchOptions:
 
 
 @dataclass(frozen=True)
+class Cutouts:
+    """Where workers fetch the cutouts of rows that give sky positions instead of files, and the
+    columns to read (without an id column, a row's id is its "ra,dec" text)."""
+
+    service: CutoutService
+    cache: CutoutCache
+    options: FetchOptions = FetchOptions()
+    ra_column: str = "ra"
+    dec_column: str = "dec"
+    id_column: str | None = None
+
+
+@dataclass(frozen=True)
 class FetchResult:
     """What became of one position: `status` is fetched, cached or failed (then `error` says why)."""
 

@@ -13,7 +13,6 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from galaxymorph.catalog import FILE_COLUMNS, ID_COLUMNS, CatalogRow, catalog_row, find_column, sky_position
@@ -22,24 +21,11 @@ from galaxymorph.models import load_model
 from galaxymorph.outputs.metadata import provenance
 from galaxymorph.prediction import Classifier, ClassifySummary, PredictOptions, Scores
 from galaxymorph.preprocess.parallel import DecodedBatch
-from galaxymorph.remote import CutoutCache, CutoutService, FetchOptions
+from galaxymorph.remote import Cutouts
 
 WORKER_OPTIONS = PredictOptions(workers=0, threads=1)
 """Dask runs one task per worker thread: each decodes in its own thread and infers on one core."""
 _classifiers: dict[tuple, Classifier] = {}
-
-
-@dataclass(frozen=True)
-class Cutouts:
-    """Where workers fetch the cutouts of rows that give sky positions instead of files, and the
-    columns to read (without an id column, a row's id is its "ra,dec" text)."""
-
-    service: CutoutService
-    cache: CutoutCache
-    options: FetchOptions = FetchOptions()
-    ra_column: str = "ra"
-    dec_column: str = "dec"
-    id_column: str | None = None
 
 
 def classify_dataframe(frame, *, model: str | os.PathLike = DEFAULT_MODEL, options: PredictOptions = WORKER_OPTIONS,

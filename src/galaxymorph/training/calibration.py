@@ -21,6 +21,8 @@ from galaxymorph.labels import BINARY_CLASSES, binary_label, has_spiral_semantic
 from galaxymorph.metrics import expected_calibration_error, log_loss
 from galaxymorph.models import LoadedModel, load_checkpoint
 from galaxymorph.models.checkpoint import record_in_metadata
+from galaxymorph.prediction import Classifier, PredictOptions, predict
+from galaxymorph.training.data import rows_of_split, split_inputs
 from galaxymorph.typicality import FeatureDensity
 
 DENSITY_IMAGES = 2000
@@ -56,9 +58,6 @@ def calibrate(checkpoint: str | os.PathLike, labels: str | os.PathLike, *, split
     """Fit the temperature of a checkpoint on a split of its labelled catalog, and the feature
     density behind `ood_score` (`fit_feature_density`), and save both in its metadata; nothing is
     saved when either cannot be fitted."""
-    from galaxymorph.evaluation import rows_of_split
-    from galaxymorph.prediction import PredictOptions, predict
-
     loaded = load_checkpoint(checkpoint)
     if not has_spiral_semantics(loaded.classes):
         raise ModelError(f"model {loaded.name} has no spiral/elliptical classes to calibrate p_spiral on")
@@ -94,9 +93,6 @@ def fit_feature_density(loaded: LoadedModel, catalog: LabelledCatalog, labels: s
     """The feature density (`typicality.FeatureDensity`) of a model, fitted to the first `images`
     galaxies of its training split, with the limit of `ood_score` at the `typical_share` quantile
     of the scores of `split`, as the metadata's `typicality` holds it."""
-    from galaxymorph.evaluation import split_inputs
-    from galaxymorph.prediction import Classifier
-
     classifier = Classifier(loaded, backend="torch")
 
     def features(split_name: str, limit: int | None = None) -> np.ndarray:

@@ -19,7 +19,8 @@ from galaxymorph.labels import BINARY_CLASSES, GZ1_CLASSES, binary_label
 from galaxymorph.preprocess.augment import TightCutouts, tight_cutout
 from galaxymorph.preprocess.decode import ModelInput, decode_bytes
 from galaxymorph.preprocess.framing import central_segment
-from galaxymorph.preprocess.parallel import decode_in_batches
+from galaxymorph.models import LoadedModel
+from galaxymorph.preprocess.parallel import decode_in_batches, model_inputs
 
 CLASS_SCHEMES = ("binary", "gz1", "labels")
 DECODED_CACHE_VERSION = 8
@@ -173,3 +174,24 @@ def galaxy_masks(images: np.ndarray, output_size: int) -> np.ndarray:
         else:
             mask[inner, inner] = segment * 255
     return masks
+
+
+def split_inputs(catalog: LabelledCatalog, loaded: LoadedModel, split: str, labels: object, *, limit: int | None = None,
+                 workers: int = 0) -> np.ndarray:
+    """Model inputs (N, 3, S, S) of the first `limit` readable galaxies of the model's saved `split` of a catalog."""
+    files = [catalog.files[i] for i in rows_of_split(catalog.ids, loaded, split, labels)[:limit]]
+    return model_inputs(files, loaded.preprocessing, workers)
+
+
+def rows_of_split(ids: list[str], loaded: LoadedModel, split: str, labels: object) -> list[int]:
+    """Indices of `ids` in the model's saved `split` ('all': every row); a `CatalogError` if none."""
+    if split == "all":
+        return list(range(len(ids)))
+    saved = loaded.metadata.get("split", {}).get(split)
+    if saved is None:
+        raise CatalogError(f"model {loaded.name} has no saved {split!r} split; use split='all'")
+    wanted = set(saved)
+    rows = [i for i, row_id in enumerate(ids) if row_id in wanted]
+    if not rows:
+        raise CatalogError(f"catalog {labels}: none of its ids are in model {loaded.name}'s {split!r} split")
+    return rows

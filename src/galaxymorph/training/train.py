@@ -7,7 +7,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,8 @@ class TrainConfig:
     train_share: float = 1.0
     """Share of the training split to train on, a seeded subset stratified by label (learning curves);
     the validation and test splits stay whole."""
-    workers: int = field(default_factory=default_workers)
+    workers: int | None = None
+    """Decoding processes (None: one per core, `config.default_workers`)."""
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     init_from: str | None = None
     """A trained model (bundled name or checkpoint) whose architecture, preprocessing and weights the
@@ -90,6 +91,8 @@ class TrainConfig:
     use_cache: bool = True
 
     def __post_init__(self) -> None:
+        if self.workers is None:
+            self.workers = default_workers()
         if self.tight_views < 0:
             raise ValueError(f"tight_views must be at least 0, got {self.tight_views}")
         if not 0.0 <= self.tight_share <= 1.0:
@@ -346,43 +349,51 @@ def tight_training_views(training: TrainingImages, files: list[Path], rows: np.n
                    tight_share=config.tight_share)
 
 
-def train(config: TrainConfig) -> Path:
-    """Train a model on a labelled catalog and write its best checkpoint; returns the weights path."""
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    device = training_device(config.device)
+def labelled_split(config: TrainConfig) -> tuple[LabelledCatalog, dict[str, list[int]], int, int]:
+    """The catalog to train on, its split, the split's seed and the number of extra-label rows.
 
-    # Data: the split is drawn over all rows by their raw labels, so models trained on different
-    # class schemes of the same catalog share one test set.
+    The split is drawn over all rows by their raw labels, so models trained on different class
+    schemes of the same catalog share one test set; extra labels join the training split alone."""
     split_seed = config.seed if config.split_seed is None else config.split_seed
     catalog = read_labelled_catalog(config.labels)
     if config.max_rows is not None and config.max_rows < len(catalog):
         keep = np.random.default_rng(split_seed).choice(len(catalog), config.max_rows, replace=False)
         catalog = catalog.subset(sorted(keep.tolist()))
     split = stratified_split(catalog.labels, config.split_fractions, split_seed)
-    extra_rows = 0
-    if config.extra_labels is not None:  # training rows only: the catalog's own split stays as it is
-        extra = read_labelled_catalog(config.extra_labels)
-        held_out = {catalog.ids[i] for i in split["val"] + split["test"]} | {catalog.files[i] for i in split["val"] + split["test"]}
-        leaked = [row_id for row_id, file in zip(extra.ids, extra.files) if row_id in held_out or file in held_out]
-        if leaked:
-            raise CatalogError(f"extra labels {config.extra_labels}: {len(leaked)} row(s) are validation or test galaxies "
-                               f"of {config.labels} (e.g. {leaked[0]}); they would leak into training")
-        split["train"] += list(range(len(catalog), len(catalog) + len(extra)))
-        catalog, extra_rows = LabelledCatalog(catalog.ids + extra.ids, catalog.files + extra.files,
-                                              catalog.labels + extra.labels, catalog.source), len(extra)
-    classes, targets = choose_classes(catalog.labels, config.classes)
-    model, architecture, preprocessing, kept_output_layer = start_model(config, classes)
-    if model.input_size not in (None, preprocessing.image_size):
-        raise ModelError(f"{architecture} takes {model.input_size} px inputs, not {preprocessing.image_size} px")
-    if config.evidence_penalty and not hasattr(model, "class_activation_maps"):
-        raise ModelError(f"the evidence penalty needs a model with class-activation maps (galaxynet); {architecture} has none")
+    if config.extra_labels is None:
+        return catalog, split, split_seed, 0
+    extra = read_labelled_catalog(config.extra_labels)
+    held_out = {catalog.ids[i] for i in split["val"] + split["test"]} | {catalog.files[i] for i in split["val"] + split["test"]}
+    leaked = [row_id for row_id, file in zip(extra.ids, extra.files) if row_id in held_out or file in held_out]
+    if leaked:
+        raise CatalogError(f"extra labels {config.extra_labels}: {len(leaked)} row(s) are validation or test galaxies "
+                           f"of {config.labels} (e.g. {leaked[0]}); they would leak into training")
+    split["train"] += list(range(len(catalog), len(catalog) + len(extra)))
+    catalog = LabelledCatalog(catalog.ids + extra.ids, catalog.files + extra.files, catalog.labels + extra.labels, catalog.source)
+    return catalog, split, split_seed, len(extra)
+
+
+@dataclass
+class TrainingData:
+    """Decoded images ready for the loop: the training images, every row's class index (-1: none),
+    the training rows, and the validation sets (`validation_sets`)."""
+
+    training: TrainingImages
+    targets: np.ndarray
+    train_rows: np.ndarray
+    validation: dict[str, tuple[np.ndarray, np.ndarray]]
+    unreadable: int
+
+
+def prepare_data(config: TrainConfig, catalog: LabelledCatalog, split: dict[str, list[int]], targets: list[int | None],
+                 preprocessing: Preprocessing, split_seed: int) -> TrainingData:
+    """Decode the catalog (through the cache) and choose the usable rows of each split."""
     images, errors = decode_catalog(catalog, training_preprocessing(preprocessing),
                                     workers=config.workers, use_cache=config.use_cache)
     masks = galaxy_masks(images, preprocessing.image_size) if config.evidence_penalty else None
     unreadable = [e for e in errors if e]
     if unreadable:
-        warnings.warn(f"{len(unreadable)} unreadable images left out of training, e.g. {unreadable[0]}", stacklevel=2)
+        warnings.warn(f"{len(unreadable)} unreadable images left out of training, e.g. {unreadable[0]}", stacklevel=3)
     usable = {name: np.array([i for i in rows if targets[i] is not None and not errors[i]], dtype=np.int64)
               for name, rows in split.items()}
     target_array = np.array([t if t is not None else -1 for t in targets], dtype=np.int64)
@@ -396,68 +407,126 @@ def train(config: TrainConfig) -> Path:
     training = TrainingImages(images, masks)
     if config.augment and config.tight_views:
         training = tight_training_views(training, catalog.files, train_rows, preprocessing, config)
+    return TrainingData(training, target_array, train_rows, validation, len(unreadable))
 
-    # Optimiser, on the training device.
+
+def augmented_batch(data: TrainingData, rows: np.ndarray, config: TrainConfig, image_size: int,
+                    permutation: list[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Images, targets and galaxy masks (None without the evidence penalty) of `rows`, augmented."""
+    batch, targets = data.training.batch(rows, generator), torch.from_numpy(data.targets[rows])
+    if config.augment:
+        batch, targets = symmetry_augment(batch, targets, output_size=image_size, mirror_permutation=permutation,
+                                          generator=generator, zoom_range=ZOOM_RANGE)
+    else:
+        batch = centre_view(batch, image_size)
+    masks = None
+    if data.training.masks is not None:
+        batch, masks = batch[:, :CHANNELS], batch[:, CHANNELS]
+    if config.augment and config.survey_augmentation is not None:
+        batch = survey_augment(batch, generator, config.survey_augmentation)
+    return batch, targets, masks
+
+
+def train_step(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, batch: torch.Tensor, targets: torch.Tensor,
+               masks: torch.Tensor | None, weights: torch.Tensor, config: TrainConfig) -> tuple[float, float | None]:
+    """One optimiser step on a batch (on the model's device); the classification loss and the
+    evidence penalty (None when off)."""
+    features = model.forward_features(batch)
+    loss = classification_loss(model.forward_head(features), targets, weights, config.label_smoothing)
+    classification, penalty = loss.item(), None
+    if masks is not None:
+        outside = evidence_outside_galaxy(model, features, targets, masks)
+        penalty = outside.item()
+        loss = loss + config.evidence_penalty * outside
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return classification, penalty
+
+
+def train(config: TrainConfig) -> Path:
+    """Train a model on a labelled catalog and write its best checkpoint; returns the weights path."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = training_device(config.device)
+    catalog, split, split_seed, extra_rows = labelled_split(config)
+    classes, targets = choose_classes(catalog.labels, config.classes)
+    model, architecture, preprocessing, kept_output_layer = start_model(config, classes)
+    if model.input_size not in (None, preprocessing.image_size):
+        raise ModelError(f"{architecture} takes {model.input_size} px inputs, not {preprocessing.image_size} px")
+    if config.evidence_penalty and not hasattr(model, "class_activation_maps"):
+        raise ModelError(f"the evidence penalty needs a model with class-activation maps (galaxynet); {architecture} has none")
+    data = prepare_data(config, catalog, split, targets, preprocessing, split_seed)
+
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    weights = class_weights(target_array[train_rows], len(classes), config.class_weight_power).to(device)
+    weights = class_weights(data.targets[data.train_rows], len(classes), config.class_weight_power).to(device)
     if kept_output_layer:  # the trained output follows the true class frequencies: weight it as training would
         remove_class_weight_prior(model, 1 / weights)
-    permutation = mirror_permutation(classes)
-    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    history, best_epoch = run_epochs(model, optimizer, data, weights, config, preprocessing.image_size, device, generator)
+    model.cpu()
+    weights = weights.cpu()
+    remove_class_weight_prior(model, weights)
+    final = {name: estimate_metrics(model, *held_out, output_size=preprocessing.image_size, batch_size=config.batch_size)
+             for name, held_out in data.validation.items()}
+    record = {**config_record(config), "rows": len(catalog), "unreadable": data.unreadable,
+              "train_rows": len(data.train_rows), "device": device.type, "extra_rows": extra_rows,
+              "class_weights": weights.tolist(), "class_weight_prior_removed": True, "zoom_range": list(ZOOM_RANGE),
+              "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay", "history": history}
+    return save_checkpoint(model, config.output, architecture=architecture, preprocessing=preprocessing, training=record,
+                           split={"seed": split_seed, "fractions": list(config.split_fractions),
+                                  **{name: [catalog.ids[i] for i in rows] for name, rows in split.items()}},
+                           metrics={"best_epoch": best_epoch, **final})
 
-    recalibration_rows = train_rows[:RECALIBRATION_IMAGES]
-    recalibration_batches = [centre_view(torch.from_numpy(images[recalibration_rows[i:i + config.batch_size]]),
-                                         preprocessing.image_size).to(device)
-                             for i in range(0, len(recalibration_rows), config.batch_size)]
 
+def config_record(config: TrainConfig) -> dict:
+    """The config whole, as the checkpoint's metadata keeps it: catalogs by file name, the
+    preprocessing left to the checkpoint's own (a fine-tuned model keeps its pretrained one)."""
+    record = asdict(config)
+    del record["preprocessing"], record["output"]
+    record["labels"] = Path(config.labels).name
+    record["extra_labels"] = Path(config.extra_labels).name if config.extra_labels else None
+    return record
+
+
+def run_epochs(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, data: TrainingData, weights: torch.Tensor,
+               config: TrainConfig, image_size: int, device: torch.device,
+               generator: torch.Generator) -> tuple[list[dict], int]:
+    """Train for `config.epochs`, evaluating after each, and leave the model with the best epoch's
+    weights (of the weight average when there is one); returns the history and the best epoch."""
+    permutation = mirror_permutation(model.classes)
+    steps_per_epoch = math.ceil(len(data.train_rows) / config.batch_size)
+    total_steps, warmup_steps = steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch)
+    recalibration_rows = data.train_rows[:RECALIBRATION_IMAGES]
+    recalibration_batches = [centre_view(torch.from_numpy(data.training.images[recalibration_rows[i:i + config.batch_size]]),
+                                         image_size).to(device) for i in range(0, len(recalibration_rows), config.batch_size)]
     averaged = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.weight_averaging))
         if config.weight_averaging else None)
     evaluated = model if averaged is None else averaged.module
-
-    history, best, best_state, step = [], None, None, 0
+    history, best, best_state, best_epoch, step = [], None, None, 0, 0
     for epoch in range(1, config.epochs + 1):
         frozen = frozen_blocks(model, epoch, config)
         set_training_mode(model, frozen)
         started, losses, outside = time.perf_counter(), [], []
-        order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
-        batches = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
-                       disable=not (config.progress and sys.stderr.isatty()), leave=False)
-        for start in batches:
-            rows = order[start:start + config.batch_size]
-            batch, batch_targets = training.batch(rows, generator), torch.from_numpy(target_array[rows])
-            if config.augment:
-                batch, batch_targets = symmetry_augment(batch, batch_targets, output_size=preprocessing.image_size,
-                                                        mirror_permutation=permutation, generator=generator,
-                                                        zoom_range=ZOOM_RANGE)
-            else:
-                batch = centre_view(batch, preprocessing.image_size)
-            if masks is not None:
-                batch, batch_masks = batch[:, :CHANNELS], batch[:, CHANNELS]
-            if config.augment and config.survey_augmentation is not None:
-                batch = survey_augment(batch, generator, config.survey_augmentation)
-            batch, batch_targets = batch.to(device), batch_targets.to(device)
+        order = data.train_rows[torch.randperm(len(data.train_rows), generator=generator).numpy()]
+        for start in tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
+                          disable=not (config.progress and sys.stderr.isatty()), leave=False):
+            batch, targets, masks = augmented_batch(data, order[start:start + config.batch_size], config, image_size,
+                                                    permutation, generator)
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, total_steps, warmup_steps, config.learning_rate)
-            features = model.forward_features(batch)
-            loss = classification_loss(model.forward_head(features), batch_targets, weights, config.label_smoothing)
-            losses.append(loss.item())
-            if masks is not None:
-                penalty = evidence_outside_galaxy(model, features, batch_targets, batch_masks.to(device))
-                outside.append(penalty.item())
-                loss = loss + config.evidence_penalty * penalty
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, penalty = train_step(model, optimizer, batch.to(device), targets.to(device),
+                                       None if masks is None else masks.to(device), weights, config)
+            losses.append(loss)
+            if penalty is not None:
+                outside.append(penalty)
             if averaged is not None:
                 averaged.update_parameters(model)
             step += 1
         recalibrate_batch_norm(evaluated, recalibration_batches, frozen_blocks(evaluated, epoch, config))
-        metrics = {name: estimate_metrics(evaluated, *held_out, output_size=preprocessing.image_size,
-                                          batch_size=config.batch_size) for name, held_out in validation.items()}
+        metrics = {name: estimate_metrics(evaluated, *held_out, output_size=image_size, batch_size=config.batch_size)
+                   for name, held_out in data.validation.items()}
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - started,
                   **({"train_evidence_outside": float(np.mean(outside))} if outside else {}),
                   **{f"{name.replace('validation', 'val')}_{k}": v for name, values in metrics.items() for k, v in values.items()}}
@@ -467,36 +536,5 @@ def train(config: TrainConfig) -> Path:
         if config.progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch" and not k.endswith("spiral_n"))
             tqdm.write(f"epoch {epoch}/{config.epochs}: {shown}")
-
     model.load_state_dict(best_state)
-    model.cpu()
-    weights = weights.cpu()
-    remove_class_weight_prior(model, weights)
-    final = {name: estimate_metrics(model, *held_out, output_size=preprocessing.image_size, batch_size=config.batch_size)
-             for name, held_out in validation.items()}
-    ids = catalog.ids
-    return save_checkpoint(
-        model, config.output, architecture=architecture, preprocessing=preprocessing,
-        training={
-            "data": config.labels.name if isinstance(config.labels, Path) else str(config.labels),
-            "rows": len(catalog), "unreadable": len(unreadable), "class_scheme": config.classes,
-            "train_share": config.train_share, "train_rows": len(train_rows), "device": device.type,
-            "extra_labels": Path(config.extra_labels).name if config.extra_labels else None, "extra_rows": extra_rows,
-            "seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
-            "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
-            "class_weight_power": config.class_weight_power, "class_weights": weights.tolist(),
-            "class_weight_prior_removed": True, "augment": config.augment, "zoom_range": list(ZOOM_RANGE),
-            "tight_views": config.tight_views, "tight_share": config.tight_share,
-            "tight_cutouts": config.tight_cutouts.to_dict() if config.tight_views else None,
-            "survey_augmentation": config.survey_augmentation.to_dict() if config.survey_augmentation else None,
-            "evidence_penalty": config.evidence_penalty, "label_smoothing": config.label_smoothing,
-            "weight_averaging": config.weight_averaging,
-            "init_from": config.init_from,
-            "freeze_epochs": config.freeze_epochs, "unfrozen_blocks": config.unfrozen_blocks,
-            "optimizer": "AdamW", "schedule": "linear warm-up, cosine decay",
-            "history": history,
-        },
-        split={"seed": split_seed, "fractions": list(config.split_fractions),
-               **{name: [ids[i] for i in rows] for name, rows in split.items()}},
-        metrics={"best_epoch": best_epoch, **final},
-    )
+    return history, best_epoch

@@ -10,7 +10,6 @@ import base64
 import html
 import io
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from galaxymorph.catalog import read_catalog, read_labelled_catalog
 from galaxymorph.config import DEFAULT_MODEL
 from galaxymorph.errors import CatalogError, GalaxyMorphError
 from galaxymorph.evaluation import spiral_evaluation
+from galaxymorph.explain import attributions
 from galaxymorph.labels import BINARY_CLASSES, binary_label
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.outputs import plots
@@ -48,7 +48,8 @@ def write_report(catalog: str | os.PathLike, output: str | os.PathLike, *, label
     page.section("Summary", f"<p>{len(rows)} classified galaxies by model <b>{html.escape(loaded.name)}</b>: "
                  + ", ".join(f"{count} {html.escape(label)}" for label, count in counts.most_common())
                  + f"; {len(all_rows) - len(rows)} could not be classified.</p>"
-                 + page.figure(_histogram([row["p_spiral"] for row in rows]), "Distribution of p_spiral"))
+                 + page.figure(plots.png_bytes(plots.histogram_figure([row["p_spiral"] for row in rows]), dpi=90),
+                                "Distribution of p_spiral"))
     by_p = sorted(rows, key=lambda row: row["p_spiral"])
     page.section("Most confident spirals", page.gallery([row for row in by_p[::-1] if row["label"] == "spiral"][:gallery_size]))
     page.section("Most confident ellipticals", page.gallery([row for row in by_p if row["label"] == "elliptical"][:gallery_size]))
@@ -76,26 +77,13 @@ def _resolve(file: str, folder: Path) -> Path:
     return path if path.is_absolute() or path.exists() else folder / path
 
 
-def _histogram(values: list[float]) -> bytes:
-    plt = plots.pyplot()
-    figure, axis = plt.subplots(figsize=(5, 3))
-    axis.hist(values, bins=20, range=(0, 1), color="#4a6fa5")
-    axis.set(xlabel="p_spiral", ylabel="galaxies")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def _evaluation(page: _Page, scored: list[dict]) -> str:
     p_spiral = np.array([row["p_spiral"] for row in scored])
     is_spiral = np.array([row["truth"] == "spiral" for row in scored])
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        summary, matrix, figures = spiral_evaluation(p_spiral, is_spiral, page.loaded.name, scratch)
-        figures.append(plots.confusion_plot(matrix, list(BINARY_CLASSES), scratch / "confusion.png"))
-        images = "".join(page.figure(path.read_bytes(), path.stem) for path in figures)
+    evaluation = spiral_evaluation(p_spiral, is_spiral)
+    figures = {**evaluation.figures(page.loaded.name), "confusion": plots.confusion_figure(evaluation.matrix, BINARY_CLASSES)}
+    images = "".join(page.figure(plots.png_bytes(figure), stem) for stem, figure in figures.items())
+    summary = evaluation.summary
     return (f"<p>{len(scored)} labelled galaxies: accuracy {summary['accuracy']:.4f}, ROC AUC "
             f"{summary['roc_auc']:.4f}, expected calibration error {summary['ece']:.4f}.</p><div class='row'>{images}</div>")
 
@@ -175,8 +163,6 @@ def _jpeg(pixels: np.ndarray) -> str:
 def _overlay(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
     """The image with its Grad-CAM map for the predicted class blended in (inferno colours)."""
     from matplotlib import colormaps
-
-    from galaxymorph.explain import attributions
 
     maps, _ = attributions(loaded, pixels[None])
     heat = colormaps["inferno"](maps[0])[..., :3].transpose(2, 0, 1)
