@@ -64,7 +64,20 @@ job, folder, workers, batch_size = {job!r}, Path({str(folder)!r}), {args.workers
 loaded = load_model({args.model!r})
 preprocessing = replace(loaded.preprocessing, framing=False) if job == "decode_fixed_crop" else loaded.preprocessing
 started, failed = time.perf_counter(), 0
-if job.startswith("decode"):
+if job == "decode_plain":  # the floor: the same decoder at the same scale, a central crop resized to the input side
+    from concurrent.futures import ProcessPoolExecutor
+    from PIL import Image
+    from galaxymorph.preprocess import decode
+    def plain_decode(path):
+        pixels = decode._decode_jpeg_reduced(path, preprocessing, None, 10**9)
+        side = int(min(pixels.shape[:2]) * preprocessing.crop_fraction)
+        top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
+        crop = Image.fromarray(pixels[top:top + side, left:left + side])
+        return np.asarray(crop.resize((preprocessing.image_size,) * 2, Image.Resampling.BILINEAR)).shape
+    files = [row.file for row in iter_inputs([folder])]
+    with ProcessPoolExecutor(workers) as pool:
+        count = sum(1 for _ in pool.map(plain_decode, files, chunksize=batch_size))
+elif job.startswith("decode"):
     count = 0
     for batch in decode_in_batches(iter_inputs([folder]), preprocessing, file_of=lambda row: row.file,
                                    batch_size=batch_size, workers=workers):
@@ -149,15 +162,18 @@ def main() -> None:
         if not sources:
             raise SystemExit(f"no .jpeg files in {args.sources}")
         folder = link_folder(scratch / "throughput", sources, args.images)
-        pairs = [(run_job("decode", folder, args), run_job("classify", folder, args)) for _ in range(args.repeats)]
-        decode = median_run([d for d, _ in pairs])
-        classify = median_run([c for _, c in pairs])
+        runs = [(run_job("decode", folder, args), run_job("classify", folder, args), run_job("decode_plain", folder, args))
+                for _ in range(args.repeats)]
+        decode = median_run([d for d, _, _ in runs])
+        classify = median_run([c for _, c, _ in runs])
+        plain = median_run([p for _, _, p in runs])
         model = run_job("model", folder, args)
         ratio = classify["images_per_s"] / decode["images_per_s"]
-        pair_ratios = [c["images_per_s"] / d["images_per_s"] for d, c in pairs]
+        pair_ratios = [c["images_per_s"] / d["images_per_s"] for d, c, _ in runs]
+        floor_ratios = [c["images_per_s"] / p["images_per_s"] for _, c, p in runs]
         print(f"{args.images} 423 px JPEGs ({f'{len(sources)} files of {args.sources}' if sources is not generated else 'generated'}), "
               f"{args.workers} decoding processes, batches of {args.batch_size}, model {args.model}, back-end {classify['backend']}; "
-              f"decode and classify alternated {args.repeats} times, medians")
+              f"decode, classify and the plain decode floor alternated {args.repeats} times, medians")
         print(f"decode alone : {decode['images_per_s']:8.0f} images/s")
         print(f"classify     : {classify['images_per_s']:8.0f} images/s  ({ratio:.2f} of decode alone; goal >= 0.80; "
               f"each pair's ratio: {', '.join(f'{r:.2f}' for r in pair_ratios)})")
@@ -166,7 +182,10 @@ def main() -> None:
         print(f"output       : {classify['output_bytes'] / classify['images']:8.0f} bytes a row (Parquet chunks); "
               f"the main process builds and writes rows at {rows['images_per_s']:.0f} rows/s")
         fixed = run_job("decode_fixed_crop", folder, args)
-        print(f"decode alone without framing (fixed central crop): {fixed['images_per_s']:8.0f} images/s")
+        print(f"decode alone without framing (fixed central crop, float resampling): {fixed['images_per_s']:8.0f} images/s")
+        print(f"plain decode floor (same decoder and scale, central crop, PIL resize to the input side, same processes): "
+              f"{plain['images_per_s']:8.0f} images/s; classify runs at {classify['images_per_s'] / plain['images_per_s']:.2f} "
+              f"of it (goal >= 0.5; each run's ratio: {', '.join(f'{r:.2f}' for r in floor_ratios)})")
         if args.tta:
             augmented = run_job("classify", folder, args, tta=True)
             print(f"classify+TTA : {augmented['images_per_s']:8.0f} images/s  "

@@ -24,7 +24,9 @@ search runs on a reduced copy of the image and zooms into its centre while the g
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +69,23 @@ class CentralSource:
 
 
 def find_central_source(intensity: np.ndarray) -> CentralSource:
-    """Segment the central source of a 2-D image and measure its centre and half-light radius."""
+    """Segment the central source of a 2-D image and measure its centre and half-light radius
+    (compiled; `reference_central_source` is the same in numpy)."""
+    if using_reference():
+        return reference_central_source(intensity)
+    from galaxymorph.preprocess import compiled
+
+    image = np.ascontiguousarray(intensity, dtype=np.float64)  # no copy of a float64 grid
+    height, width = image.shape
+    half = max(1, int(round(CENTRE_WINDOW * min(height, width) / 2)))
+    rows, columns = _central_pixels(height, half), _central_pixels(width, half)
+    found, x, y, radius_50, at_edge, sky = compiled.central_source(
+        image, (rows.start, rows.stop), (columns.start, columns.stop), DETECTION_SIGMA, PEAK_FRACTION, MIN_AREA)
+    return CentralSource(True, x, y, radius_50, at_edge, sky > BRIGHT_SKY) if found else CentralSource(False)
+
+
+def reference_central_source(intensity: np.ndarray) -> CentralSource:
+    """`find_central_source` in numpy and scipy: the reference that the compiled path must match."""
     image = np.asarray(intensity, dtype=np.float64)
     segment, sky = _segment(image)
     if segment is None:
@@ -82,6 +100,25 @@ def find_central_source(intensity: np.ndarray) -> CentralSource:
     height, width = segment.shape
     at_edge = bool(ys.min() == 0 or xs.min() == 0 or ys.max() == height - 1 or xs.max() == width - 1)
     return CentralSource(True, x, y, max(radius_50, 0.5), at_edge, sky > BRIGHT_SKY)
+
+
+_REFERENCE = ContextVar("galaxymorph_reference_kernels", default=False)
+
+
+@contextmanager
+def reference_kernels() -> Iterator[None]:
+    """Inside the block, framing and resampling run the numpy reference instead of the compiled
+    kernels (in this thread), for comparing the two."""
+    token = _REFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _REFERENCE.reset(token)
+
+
+def using_reference() -> bool:
+    """Whether `reference_kernels` is in force."""
+    return _REFERENCE.get()
 
 
 def central_segment(intensity: np.ndarray) -> np.ndarray | None:
@@ -177,4 +214,4 @@ def _centred_search(reduced_intensity: Callable[[tuple[int, int, int], int], np.
     that the search, and framing, is exactly equivariant under 90-degree rotations and flips."""
     grids = [reduced_intensity((x, y, side), factor)
              for y in sorted({math.floor(top), math.ceil(top)}) for x in sorted({math.floor(left), math.ceil(left)})]
-    return np.mean(grids, axis=0, dtype=np.float64)
+    return grids[0].astype(np.float64) if len(grids) == 1 else np.mean(grids, axis=0, dtype=np.float64)

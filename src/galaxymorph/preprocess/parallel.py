@@ -115,6 +115,10 @@ def decode_in_batches(
     in_flight = workers * BATCHES_IN_FLIGHT_PER_WORKER
     shape = (batch_size, CHANNELS, preprocessing.image_size, preprocessing.image_size)
     context = multiprocessing.get_context()
+    if context.get_start_method() == "fork":  # forked workers inherit the compiled kernels
+        from galaxymorph.preprocess import compiled
+
+        compiled.warm_up()
     with _shared_blocks(in_flight + 1, shape, inherited=context.get_start_method() == "fork") as blocks, \
             ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
                                 initargs=(os.getpid(),)) as pool:
