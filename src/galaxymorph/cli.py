@@ -30,6 +30,8 @@ DeviceOption = Annotated[Optional[str], typer.Option(help="Where the model train
 BackendOption = Annotated[str, typer.Option(help="Inference back-end: auto (cuda when a GPU is present, else onnx-int8 when the model has an int8 graph, else onnx), cuda, onnx, onnx-int8 or torch.")]
 TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average over the 8 rotations and mirror images of each galaxy (8x the inference cost); p_spiral_std then spans the views too (a single model fills it only with --tta).")]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue a killed run into the same dataset folder: rows it holds are skipped (same inputs, same order).", rich_help_panel="Survey scale")]
+ChunkRowsOption = Annotated[int, typer.Option(help="Rows per Parquet chunk of a dataset folder.", rich_help_panel="Survey scale")]
 
 
 def _command(name: str | None = None, *, group: typer.Typer = app):
@@ -40,21 +42,22 @@ def _command(name: str | None = None, *, group: typer.Typer = app):
             try:
                 return command(*args, **kwargs)
             except (GalaxyMorphError, ValueError, OSError) as error:
-                typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+                _echo_error(str(error))
                 raise typer.Exit(code=2) from error
         return group.command(name)(guarded)
     return register
 
 
-def _cutout_option(kind: type, help: str, *flags: str):
-    return Annotated[kind, typer.Option(*flags, help=help, rich_help_panel="Cutouts")]
+def _cutout_option(kind: type, text: str, *flags: str):
+    return Annotated[kind, typer.Option(*flags, help=text, rich_help_panel="Cutouts")]
 
 
 def _cutout_parameters() -> dict[str, inspect.Parameter]:
     """The cutout options of `classify --fetch` and `fetch`, with the defaults of the remote API's dataclasses."""
     settings, fetching, cutouts = galaxymorph.CutoutSettings, galaxymorph.FetchOptions, galaxymorph.Cutouts
     options = {
-        "survey": (_cutout_option(str, "Cutout service: sdss (SkyServer) or legacy (DESI Legacy Survey viewer)."), "sdss"),
+        "survey": (_cutout_option(str, "Cutout service: sdss (SkyServer) or legacy (DESI Legacy Survey viewer)."),
+                   galaxymorph.DEFAULT_SURVEY),
         "size": (_cutout_option(int, "Cutout side in pixels.", "--size"), settings.size),
         "pixel_scale": (_cutout_option(float, "Arcseconds per pixel (SDSS native 0.396, Legacy Survey 0.262).",
                                        "--pixel-scale"), settings.pixel_scale),
@@ -93,11 +96,10 @@ def _with_cutout_options(command):
 
 def _cutouts(*, survey, size, pixel_scale, image_format, layer, base_url, concurrency, rate_limit, timeout, retries,
              ra_column, dec_column, id_column, cache=None):
+    options = galaxymorph.FetchOptions(concurrency=concurrency, rate_limit=rate_limit, timeout=timeout, retries=retries)
     settings = galaxymorph.CutoutSettings(size=size, pixel_scale=pixel_scale, image_format=image_format, layer=layer)
     return galaxymorph.Cutouts(galaxymorph.CutoutService(survey, settings, base_url=base_url),
-                               cache or galaxymorph.CutoutCache.default(),
-                               galaxymorph.FetchOptions(concurrency=concurrency, rate_limit=rate_limit, timeout=timeout,
-                                                        retries=retries),
+                               cache or galaxymorph.CutoutCache.default(), options,
                                ra_column=ra_column, dec_column=dec_column, id_column=id_column)
 
 
@@ -143,8 +145,8 @@ def classify(
     tta: TtaOption = False,
     progress: ProgressOption = True,
     max_pixels: Annotated[int, typer.Option(help="Larger images get an error row, judged from their header before their pixels are read (each decoding process needs about 10 bytes a pixel).")] = MAX_PIXELS,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run into the same dataset folder: rows it holds are skipped (same inputs, same order).", rich_help_panel="Survey scale")] = False,
-    chunk_rows: Annotated[int, typer.Option(help="Rows per Parquet chunk of a dataset folder.", rich_help_panel="Survey scale")] = CHUNK_ROWS,
+    resume: ResumeOption = False,
+    chunk_rows: ChunkRowsOption = CHUNK_ROWS,
     scheduler: Annotated[Optional[str], typer.Option(help="Run on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' for a LocalCluster; PATHS are catalogs, the output a dataset folder. Needs galaxymorph[scale].", rich_help_panel="Survey scale")] = None,
     fetch: Annotated[bool, typer.Option("--fetch", help="PATHS are catalogs of sky positions: fetch each cutout and classify it as it arrives.", rich_help_panel="Cutouts")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="With --fetch: where cutouts are kept (default: the galaxymorph cache).", rich_help_panel="Cutouts")] = None,
@@ -170,11 +172,16 @@ def classify(
         summary = galaxymorph.classify(_fetching(paths, fetched) if fetched else paths, output, model=model,
                                        options=options, resume=resume, chunk_rows=chunk_rows,
                                        total=_progress_total(paths) if fetched and progress else None)
+    _report_rows(summary, "classified")
+
+
+def _report_rows(summary, done: str) -> None:
+    """What a classify or embed run wrote; exit status 1 when no image could be used."""
     for reason in summary.input_errors:  # whole inputs that failed, not only in the error column
         _echo_error(reason)
     if summary.resumed_after:
         typer.echo(f"resumed after the {summary.resumed_after} rows already in {summary.output}")
-    typer.echo(f"{summary.rows} rows written to {summary.output}; {summary.failed} could not be classified"
+    typer.echo(f"{summary.rows} rows written to {summary.output}; {summary.failed} could not be {done}"
                + (" (reasons in the error column)" if summary.failed else ""))
     if summary.rows and summary.failed == summary.rows:
         raise typer.Exit(code=1)
@@ -217,6 +224,54 @@ def fetch(
                f"{summary.failed} failed (reasons in {summary.manifest})")
     if summary.rows and summary.failed == summary.rows:
         raise typer.Exit(code=1)
+
+
+@_command()
+def embed(
+    paths: Annotated[list[Path], typer.Argument(help="Image files, folders, catalogs, HDF5 arrays or tar shards, as classify takes them.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="A .parquet file, or a folder (no suffix) for a Parquet dataset in ordered chunks, which --resume continues.")] = Path("embeddings.parquet"),
+    model: ModelOption = DEFAULT_MODEL,
+    batch_size: BatchOption = BATCH_SIZE,
+    workers: WorkersOption = None,
+    backend: BackendOption = "auto",
+    progress: ProgressOption = True,
+    resume: ResumeOption = False,
+    chunk_rows: ChunkRowsOption = CHUNK_ROWS,
+) -> None:
+    """Write one embedding per image (id, file, embedding, error, and a catalog's own columns): the
+    index that `similar` and `oddities` search. Embeddings are the model's features averaged over
+    the 8 rotations and mirror images of each galaxy, so a turned galaxy has the same one."""
+    options = galaxymorph.PredictOptions(batch_size=batch_size, workers=workers, backend=backend, progress=progress)
+    summary = galaxymorph.embed(paths, output, model=model, options=options, resume=resume, chunk_rows=chunk_rows)
+    _report_rows(summary, "embedded")
+
+
+@_command()
+def similar(
+    index: Annotated[Path, typer.Argument(help="Embeddings from `galaxymorph embed` (.parquet file or dataset folder).")],
+    query: Annotated[list[str], typer.Option("--query", help="An id in the index, or an image file (repeatable).")],
+    k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 10,
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV (or .parquet) of query, rank, id, file, distance.")] = Path("neighbours.csv"),
+) -> None:
+    """The K galaxies most like each query, nearest first (cosine distance of the embeddings; the query itself left out)."""
+    rows = galaxymorph.similar(galaxymorph.EmbeddingIndex.load(index), query, k=k)
+    with galaxymorph.CatalogWriter(output) as writer:
+        writer.write(rows)
+    typer.echo(f"{len(rows)} neighbours of {len(query)} queries written to {output}")
+
+
+@_command()
+def oddities(
+    index: Annotated[Path, typer.Argument(help="Embeddings from `galaxymorph embed` (.parquet file or dataset folder).")],
+    count: Annotated[int, typer.Option("-n", help="How many to list.")] = 100,
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV (or .parquet) of rank, id, file, oddity.")] = Path("oddities.csv"),
+) -> None:
+    """The N least typical galaxies of an index: those farthest from their 10th nearest neighbour
+    (the lowest local density of the embeddings), oddest first; `galaxymorph report` shows the CSV as a gallery."""
+    rows = galaxymorph.oddities(galaxymorph.EmbeddingIndex.load(index), count=count)
+    with galaxymorph.CatalogWriter(output) as writer:
+        writer.write(rows)
+    typer.echo(f"{len(rows)} oddities written to {output}")
 
 
 @_command()

@@ -94,9 +94,10 @@ class Preprocessing:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def default_workers() -> int:
-    """Processes for decoding (and Dask workers): one per core. The one place this default lives."""
-    return os.cpu_count() or 1
+def default_workers(workers: int | None = None) -> int:
+    """Processes for decoding (and Dask workers): `workers` when given, else one per core. The one
+    place this default lives."""
+    return (os.cpu_count() or 1) if workers is None else workers
 
 
 def astro_db_host() -> str | None:

@@ -56,7 +56,8 @@ class Explanation:
 
     def save(self, folder: str | os.PathLike, stem: str) -> tuple[Path, Path]:
         """Write `stem.png` (input, overlay and map, captioned) and `stem.npy` (the map)."""
-        return plots.save_explanation(self.image, self.attribution, self.method, self.caption(stem), folder, stem)
+        return plots.save_explanation(self.image, self.attribution, folder, stem, method=self.method,
+                                      caption=self.caption(stem))
 
     def png(self, title: str) -> bytes:
         """The figure of `save` as PNG bytes."""

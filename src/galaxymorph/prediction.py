@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 from galaxymorph.catalog import CatalogRow
 from galaxymorph.config import (BATCH_SIZE, CHUNK_ROWS, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, CONFIDENT_MIN_GALAXY,
                                 DEFAULT_MODEL, LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE, default_workers)
+from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import BINARY_CLASSES, galaxy_probability, has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.models.export import onnx_bytes
@@ -30,6 +31,7 @@ from galaxymorph.sources import iter_inputs
 from galaxymorph.typicality import FeatureDensity
 
 BACKENDS = ("auto", "cuda", "onnx", "onnx-int8", "torch")
+HEADS = ("morphology", "embedding")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class PredictOptions:
     """How prediction runs: batch size, decoding processes, inference back-end and threads,
     test-time augmentation (`tta`: average over the 8 rotations and mirror images of each input),
     and the largest image read (`max_pixels`; larger ones get an error row from their header).
-    `workers` None means one decoding process per core (`config.default_workers`)."""
+    `workers` None means one decoding process per core (`config.default_workers`). `head` says what
+    each row holds: the morphology columns, or the image's `embedding` (`Classifier.embeddings`)."""
 
     batch_size: int = BATCH_SIZE
     workers: int | None = None
@@ -46,6 +49,7 @@ class PredictOptions:
     tta: bool = False
     progress: bool = False
     max_pixels: int = MAX_PIXELS
+    head: str = "morphology"
 
     def inference_threads(self) -> int | None:
         """`threads`, else one thread when decoding processes take every core (more would only
@@ -55,12 +59,13 @@ class PredictOptions:
         return 1 if self.workers >= default_workers() else None
 
     def __post_init__(self) -> None:
-        if self.workers is None:
-            object.__setattr__(self, "workers", default_workers())
+        object.__setattr__(self, "workers", default_workers(self.workers))
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.max_pixels < MIN_IMAGE_SIZE ** 2:
             raise ValueError(f"max_pixels must be at least {MIN_IMAGE_SIZE ** 2}, got {self.max_pixels}")
 
@@ -180,7 +185,7 @@ class Classifier:
         for decoded in decode_in_batches(rows, preprocessing, file_of=lambda row: None if row.error else row.file,
                                          batch_size=options.batch_size, workers=options.workers,
                                          max_pixels=options.max_pixels):
-            yield self.rows(decoded)
+            yield self.embedding_rows(decoded) if options.head == "embedding" else self.rows(decoded)
 
     def rows(self, decoded: DecodedBatch[CatalogRow]) -> list[dict]:
         """One output row per item; failed items keep their reason and empty probabilities."""
@@ -189,6 +194,31 @@ class Classifier:
         if good.any():
             scores[good] = self.scores(decoded.images[good])
         return self.build_rows(decoded, scores)
+
+    def embeddings(self, images: np.ndarray) -> np.ndarray:
+        """Unit vectors (N, D) float32 that place similar galaxies close together: the members'
+        pooled features, averaged over the members and over the 8 rotations and mirror images of
+        each input (so a turned or mirrored galaxy has the same embedding), then normalised."""
+        from galaxymorph.preprocess.augment import SYMMETRY_VIEWS, symmetry_views
+
+        _, features = self.member_outputs(symmetry_views(images))
+        if features is None:
+            raise ModelError(f"the int8 graph of {self.loaded.name} gives no features; run `galaxymorph quantize` again "
+                             "or use --backend onnx")
+        mean = features.reshape(SYMMETRY_VIEWS, len(images), *features.shape[1:]).mean(axis=(0, 2))
+        return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def embedding_rows(self, decoded: DecodedBatch[CatalogRow]) -> list[dict]:
+        """One row per item: the input's columns, id, file, `embedding` (None where it failed), error."""
+        good = self.decoded_well(decoded)
+        vectors = self.embeddings(decoded.images[good]) if good.any() else None
+        rows, index = [], 0
+        for item, error, ok in zip(decoded.items, _reasons(decoded), good):
+            row = {**_input_columns(item, {"embedding", "error"}), "id": item.id, "file": str(item.file or ""),
+                   "embedding": vectors[index] if ok else None, "error": error}
+            index += int(ok)
+            rows.append(row)
+        return rows
 
     @staticmethod
     def decoded_well(decoded: DecodedBatch[CatalogRow]) -> np.ndarray:
@@ -205,12 +235,10 @@ class Classifier:
         p_spiral = spiral_probability(scores.probabilities, self.classes) if spiral else nothing
         p_galaxy = galaxy_probability(scores.probabilities, self.classes) if spiral else nothing
         confident = self.confident(p_spiral, p_galaxy, scores)
-        ours = (set(OUTPUT_COLUMNS) - {"id", "file"}) | {f"p_{c}" for c in self.classes}  # a catalog's id and file are ours too
+        ours = (set(OUTPUT_COLUMNS) - {"id", "file"}) | {f"p_{c}" for c in self.classes}
         rows = []
         for i, (item, error) in enumerate(zip(items, errors)):
-            # The input's own columns come first; one named like an output column is kept as input_NAME.
-            kept = {(f"input_{name}" if name in ours else name): value for name, value in item.columns.items()}
-            row = {**kept, "id": item.id, "file": str(item.file or ""), "label": "", "p_spiral": float(p_spiral[i]),
+            row = {**_input_columns(item, ours), "id": item.id, "file": str(item.file or ""), "label": "", "p_spiral": float(p_spiral[i]),
                    "p_spiral_std": float(scores.spread[i]), "p_galaxy": float(p_galaxy[i]),
                    "ood_score": float(scores.ood[i]), "confident": bool(confident[i])}
             if not error:
@@ -285,13 +313,12 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
     is a `CatalogError`, and leaves no empty catalog behind."""
     from tqdm import tqdm
 
-    from galaxymorph.errors import CatalogError
     from galaxymorph.outputs.metadata import provenance
     from galaxymorph.sources import count_inputs
 
     output = check_output_path(output)
     loaded = load_model(model)
-    settings = {"model": loaded.name, "classes": list(loaded.classes), "tta": options.tta}
+    settings = {"model": loaded.name, "classes": list(loaded.classes), "tta": options.tta, "head": options.head}
     failed, input_errors = 0, []
     listed = isinstance(inputs, (list, tuple))  # never consume an iterator
     given = {str(Path(item)) for item in inputs if not isinstance(item, CatalogRow)} if listed else set()
@@ -313,6 +340,24 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
             output.unlink()
         raise CatalogError("no image found in the inputs (empty folders or catalogs, or no file with an image suffix)")
     return ClassifySummary(output, done + writer.rows_written, failed, done, input_errors)
+
+
+def embed(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], Iterable[CatalogRow]],
+          output: str | os.PathLike, *, model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
+          options: PredictOptions = PredictOptions(), resume: bool = False, chunk_rows: int = CHUNK_ROWS) -> ClassifySummary:
+    """`classify` with the embedding head: one row per image with the input's columns, `id`, `file`,
+    `embedding` (`Classifier.embeddings`) and `error`, into a .parquet file or a dataset folder (the
+    index that `similarity` searches), with the model's name and preprocessing in its metadata."""
+    if Path(output).suffix.lower() not in ("", ".parquet", ".pq"):
+        raise ValueError(f"embeddings are written to a .parquet file or a dataset folder, not {Path(output).name!r}")
+    return classify(inputs, output, model=model, options=replace(options, head="embedding"), resume=resume,
+                    chunk_rows=chunk_rows)
+
+
+def _input_columns(item: CatalogRow, ours: set[str]) -> dict:
+    """The input's own columns, which come first in a row; one named like an output column (`ours`)
+    is kept as input_NAME. A catalog's id and file columns are the row's own id and file."""
+    return {(f"input_{name}" if name in ours else name): value for name, value in item.columns.items()}
 
 
 def _to_probabilities(logits: np.ndarray) -> np.ndarray:
@@ -345,8 +390,6 @@ def _resolve_backend(backend: str, loaded: LoadedModel) -> str:
     package are installed (the int8 graph when the model has one), else torch on the CPU."""
     import torch
 
-    from galaxymorph.errors import ModelError
-
     if backend == "cuda" and not torch.cuda.is_available():
         raise ModelError("backend 'cuda' asked for, but torch sees no CUDA GPU")
     if backend == "onnx-int8" and loaded.int8_graph is None:
@@ -365,17 +408,19 @@ def _resolve_backend(backend: str, loaded: LoadedModel) -> str:
 
 @contextmanager
 def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Run torch on `threads` threads inside the block only (None: as it is); torch's setting is
-    process-wide, so it is put back for the caller's own work."""
+    """Run torch on `threads` threads inside the block only (None: as it is). torch's setting is
+    process-wide, so it is put back for the caller's own work; classifiers that ask for different
+    counts should not run torch at once in threads of one process."""
     import torch
 
     before = torch.get_num_threads()
-    if threads:
+    changed = bool(threads) and threads != before
+    if changed:
         torch.set_num_threads(threads)
     try:
         yield
     finally:
-        if threads:
+        if changed:
             torch.set_num_threads(before)
 
 

@@ -58,7 +58,7 @@ def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike
     its training split in `labels`, and record in its metadata how the int8 probabilities (and
     ood_score) differ from float32 ones on its validation split; returns that record and the
     graph's path (`graph`). `workers`: decoding processes (None: one per core)."""
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(workers)
     loaded = load_checkpoint(checkpoint)
     catalog = read_labelled_catalog(labels)
     calibration = split_inputs(catalog, loaded, "train", labels, limit=images, workers=workers)

@@ -32,11 +32,14 @@ THUMBNAIL_SIZE = 128
 
 def write_report(catalog: str | os.PathLike, output: str | os.PathLike, *, labels: str | os.PathLike | None = None,
                  model: str | os.PathLike | LoadedModel = DEFAULT_MODEL, gallery_size: int = GALLERY_SIZE) -> Path:
-    """Write the report of a `classify` output catalog (`id, file, label, p_spiral, ..., error`)."""
+    """Write the report of a `classify` output catalog (`id, file, label, p_spiral, ..., error`), or
+    the gallery of an `oddities` list (`rank, id, file, oddity`)."""
     catalog = Path(catalog)
     loaded = load_model(model)
     all_rows = read_catalog(catalog).to_pylist()
     rows = [row for row in all_rows if not row.get("error")]
+    if rows and {"id", "file", "oddity"} <= set(rows[0]):
+        return _write_page(_oddities_page(loaded, rows, catalog), output, f"galaxymorph oddities: {catalog.name}")
     missing = {"id", "file", "label", "p_spiral"} - set(rows[0] if rows else {})
     if not rows or missing:
         raise CatalogError(f"catalog {catalog}: needs classified rows with id, file, label and p_spiral "
@@ -66,9 +69,24 @@ def write_report(catalog: str | os.PathLike, output: str | os.PathLike, *, label
                        key=lambda row: -abs(row["p_spiral"] - 0.5))
         page.section(f"Misclassified ({len(wrong)}), most confident first, with Grad-CAM overlays",
                      page.gallery(wrong[:gallery_size], explained=True))
+    return _write_page(page, output, f"galaxymorph report: {catalog.name}")
+
+
+def _oddities_page(loaded: LoadedModel, rows: list[dict], catalog: Path) -> _Page:
+    """All the listed galaxies, oddest first, captioned with their rank and oddity."""
+    for row in rows:
+        row["id"], row["path"] = str(row["id"]), _resolve(row["file"], catalog.parent)
+        row["caption"] = f"{row.get('rank', '')}. {row['id']}: oddity {float(row['oddity']):.3f}"
+    page = _Page(loaded)
+    page.section(f"The {len(rows)} least typical galaxies, oddest first (distance to the 10th nearest neighbour)",
+                 page.gallery(rows))
+    return page
+
+
+def _write_page(page: _Page, output: str | os.PathLike, title: str) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(page.render(f"galaxymorph report: {catalog.name}"))
+    output.write_text(page.render(title))
     return output
 
 
@@ -114,7 +132,7 @@ class _Page:
             except GalaxyMorphError as error:
                 cards.append(f"<div class='card'><p class='error'>{html.escape(str(error))}</p></div>")
                 continue
-            caption = f"{row['id']}: {row['label']} (p_spiral {row['p_spiral']:.3f})"
+            caption = row.get("caption") or f"{row['id']}: {row['label']} (p_spiral {row['p_spiral']:.3f})"
             if "truth" in row:
                 caption += f", labelled {row['truth']}"
             thumbnail = _jpeg(pixels)

@@ -35,6 +35,7 @@ from galaxymorph.models import LoadedModel, bundled_models, load_model
 from galaxymorph.prediction import Classifier, Scores
 from galaxymorph.preprocess.decode import ModelInput, decode_bytes
 from galaxymorph.preprocess.parallel import DecodedBatch
+from galaxymorph.remote.services import DEFAULT_SURVEY
 from galaxymorph.sources import file_id
 
 
@@ -259,6 +260,7 @@ class Service:
         return await self.within_time(asyncio.to_thread(lambda: explain(self.loaded, decoded.pixels, method=method).png(name)))
 
     async def within_time(self, work):
+        """Await `work`, or answer 504 after the request timeout."""
         try:
             return await asyncio.wait_for(work, self.settings.request_timeout)
         except asyncio.TimeoutError:
@@ -323,7 +325,7 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         service.check_key(request)
         if request.headers.get("content-type", "").startswith("application/json"):
             positions = service.parse_positions(_strict_json(await request.body()))
-            survey = request.query_params.get("survey", "sdss")
+            survey = request.query_params.get("survey", DEFAULT_SURVEY)
             rows = await service.within_time(service.classify_positions(positions, survey))
         else:
             named = await service.uploads(request, "files", settings.max_files)

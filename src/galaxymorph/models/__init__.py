@@ -15,7 +15,7 @@ from galaxymorph.models.checkpoint import (
 from galaxymorph.models.ensemble import GalaxyEnsemble
 from galaxymorph.models.export import export_onnx
 from galaxymorph.models.registry import create_model, list_architectures, register_model
-from galaxymorph.models import galaxynet, seed  # noqa: F401, E402  (registers the families)
+from galaxymorph.models import galaxynet, seed  # noqa: F401  (registers the families)
 
 __all__ = [
     "GalaxyClassifier",

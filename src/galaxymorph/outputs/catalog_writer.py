@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
+
 from galaxymorph.config import CHUNK_ROWS
 from galaxymorph.outputs.metadata import POSITION_UNITS, column_metadata
 
@@ -221,7 +223,13 @@ def rows_to_table(rows: list[dict], schema=None):
     import pyarrow as pa
 
     names = schema.names if schema is not None else list(dict.fromkeys(key for row in rows for key in row))
-    return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in names}, schema=schema)
+    columns = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        vector = next((value for value in values if isinstance(value, np.ndarray)), None)
+        # Vectors (embeddings) become fixed-size lists of float32; None stays null.
+        columns[name] = values if vector is None else pa.array(values, type=pa.list_(pa.float32(), len(vector)))
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def described_schema(schema, provenance: dict | None = None):
@@ -240,7 +248,6 @@ def write_astropy_table(table, path: Path, format: str, provenance: dict | None)
     """Write an Arrow table as FITS or ECSV through astropy, atomically: each column with its
     description and unit, nulls masked (NaN in float columns), the provenance in the metadata (FITS
     header keywords; ECSV's `galaxymorph` entry). FITS strings are ASCII, so text is written as UTF-8 bytes."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     from astropy.table import MaskedColumn, Table

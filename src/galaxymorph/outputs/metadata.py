@@ -20,6 +20,11 @@ COLUMN_DESCRIPTIONS = {
     "galaxy_found": "framing found a central source (else the central 40% was classified)",
     "galaxy_truncated": "the central source reaches the cutout's edge, or galaxy light fills the frame",
     "error": "why the row could not be classified (its probabilities are empty)",
+    "embedding": "unit vector of the model's features, averaged over the members and the 8 rotations and mirror images",
+    "query": "the id or image file whose neighbours these are",
+    "rank": "1 for the nearest (neighbours) or the least typical (oddities)",
+    "distance": "cosine distance of the embeddings, 1 - a.b (0: the same direction)",
+    "oddity": "cosine distance to the 10th nearest neighbour in the index (the larger, the lonelier)",
 }
 """One line per output column, written into FITS, ECSV and Parquet outputs and CSV sidecars;
 README.md's "Columns" table says the same at more length."""

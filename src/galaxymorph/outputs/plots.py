@@ -119,8 +119,8 @@ def explanation_figure(image: np.ndarray, attribution: np.ndarray, method: str, 
     return figure
 
 
-def save_explanation(image: np.ndarray, attribution: np.ndarray, method: str, caption: str,
-                     folder: str | os.PathLike, stem: str) -> tuple[Path, Path]:
+def save_explanation(image: np.ndarray, attribution: np.ndarray, folder: str | os.PathLike, stem: str, *,
+                     method: str, caption: str) -> tuple[Path, Path]:
     """Write `stem.png` (`explanation_figure`) and `stem.npy` (the map)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

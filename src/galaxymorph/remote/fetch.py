@@ -33,7 +33,7 @@ import httpx
 
 from galaxymorph.catalog import CatalogRow, SkyPosition, iter_sky_positions
 from galaxymorph.config import cache_dir
-from galaxymorph.remote.services import CutoutRequest, CutoutService
+from galaxymorph.remote.services import CutoutRequest, CutoutService, FetchOptions
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 MAX_CUTOUT_BYTES = 64 << 20
@@ -43,38 +43,6 @@ once (cached cutouts are still used) instead of each waiting through its retries
 CONNECTIONS_PER_CLIENT = 4
 CONTENT_TYPES = {".jpeg": ("image/jpeg", "image/jpg"),
                  ".fits": ("application/fits", "image/fits", "application/octet-stream")}
-
-
-@dataclass(frozen=True)
-class FetchOptions:
-    """Politeness and patience: concurrent requests, requests a second per host (0: no limit),
-    seconds before a request times out, retries after the first attempt, first backoff delay."""
-
-    concurrency: int = 8
-    rate_limit: float = 10.0
-    timeout: float = 30.0
-    retries: int = 4
-    backoff: float = 0.5
-    max_backoff: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.rate_limit < 0 or self.timeout <= 0 or self.retries < 0 or self.backoff < 0:
-            raise ValueError("rate limit, retries and backoff must be >= 0 and the timeout positive")
-
-
-@dataclass(frozen=True)
-class Cutouts:
-    """Where workers fetch the cutouts of rows that give sky positions instead of files, and the
-    columns to read (without an id column, a row's id is its "ra,dec" text)."""
-
-    service: CutoutService
-    cache: CutoutCache
-    options: FetchOptions = FetchOptions()
-    ra_column: str = "ra"
-    dec_column: str = "dec"
-    id_column: str | None = None
 
 
 @dataclass(frozen=True)

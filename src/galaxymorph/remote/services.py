@@ -11,11 +11,16 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from galaxymorph.config import astro_db_host, sdss_api_key
 
+if TYPE_CHECKING:
+    from galaxymorph.remote.fetch import CutoutCache
+
 SURVEYS = ("sdss", "legacy")
+DEFAULT_SURVEY = "sdss"
 DEFAULT_BASE_URLS = {"sdss": "https://skyserver.sdss.org/dr18", "legacy": "https://www.legacysurvey.org/viewer"}
 IMAGE_FORMATS = ("jpeg", "fits")
 CREDENTIAL_HEADER = "X-Auth-Token"
@@ -39,6 +44,38 @@ class CutoutSettings:
             raise ValueError(f"pixel scale must be positive, got {self.pixel_scale}")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """Politeness and patience: concurrent requests, requests a second per host (0: no limit),
+    seconds before a request times out, retries after the first attempt, first backoff delay."""
+
+    concurrency: int = 8
+    rate_limit: float = 10.0
+    timeout: float = 30.0
+    retries: int = 4
+    backoff: float = 0.5
+    max_backoff: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.rate_limit < 0 or self.timeout <= 0 or self.retries < 0 or self.backoff < 0:
+            raise ValueError("rate limit, retries and backoff must be >= 0 and the timeout positive")
+
+
+@dataclass(frozen=True)
+class Cutouts:
+    """Where workers fetch the cutouts of rows that give sky positions instead of files, and the
+    columns to read (without an id column, a row's id is its "ra,dec" text)."""
+
+    service: CutoutService
+    cache: CutoutCache
+    options: FetchOptions = FetchOptions()
+    ra_column: str = "ra"
+    dec_column: str = "dec"
+    id_column: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from galaxymorph.catalog import LabelledCatalog
 from galaxymorph.config import MAX_PIXELS, Preprocessing, cache_dir
 from galaxymorph.errors import CatalogError, ImageReadError
 from galaxymorph.labels import BINARY_CLASSES, GZ1_CLASSES, binary_label
+from galaxymorph.models import LoadedModel
 from galaxymorph.preprocess.augment import TightCutouts, tight_cutout
 from galaxymorph.preprocess.decode import ModelInput, decode_bytes
 from galaxymorph.preprocess.framing import central_segment
-from galaxymorph.models import LoadedModel
 from galaxymorph.preprocess.parallel import decode_in_batches, model_inputs
 
 CLASS_SCHEMES = ("binary", "gz1", "labels")

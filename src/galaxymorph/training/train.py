@@ -91,8 +91,7 @@ class TrainConfig:
     use_cache: bool = True
 
     def __post_init__(self) -> None:
-        if self.workers is None:
-            self.workers = default_workers()
+        self.workers = default_workers(self.workers)
         if self.tight_views < 0:
             raise ValueError(f"tight_views must be at least 0, got {self.tight_views}")
         if not 0.0 <= self.tight_share <= 1.0:
@@ -385,7 +384,7 @@ class TrainingData:
     unreadable: int
 
 
-def prepare_data(config: TrainConfig, catalog: LabelledCatalog, split: dict[str, list[int]], targets: list[int | None],
+def prepare_data(config: TrainConfig, catalog: LabelledCatalog, split: dict[str, list[int]], targets: list[int | None], *,
                  preprocessing: Preprocessing, split_seed: int) -> TrainingData:
     """Decode the catalog (through the cache) and choose the usable rows of each split."""
     images, errors = decode_catalog(catalog, training_preprocessing(preprocessing),
@@ -410,7 +409,7 @@ def prepare_data(config: TrainConfig, catalog: LabelledCatalog, split: dict[str,
     return TrainingData(training, target_array, train_rows, validation, len(unreadable))
 
 
-def augmented_batch(data: TrainingData, rows: np.ndarray, config: TrainConfig, image_size: int,
+def augmented_batch(data: TrainingData, rows: np.ndarray, config: TrainConfig, *, image_size: int,
                     permutation: list[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Images, targets and galaxy masks (None without the evidence penalty) of `rows`, augmented."""
     batch, targets = data.training.batch(rows, generator), torch.from_numpy(data.targets[rows])
@@ -427,7 +426,7 @@ def augmented_batch(data: TrainingData, rows: np.ndarray, config: TrainConfig, i
     return batch, targets, masks
 
 
-def train_step(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, batch: torch.Tensor, targets: torch.Tensor,
+def train_step(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, batch: torch.Tensor, targets: torch.Tensor, *,
                masks: torch.Tensor | None, weights: torch.Tensor, config: TrainConfig) -> tuple[float, float | None]:
     """One optimiser step on a batch (on the model's device); the classification loss and the
     evidence penalty (None when off)."""
@@ -456,14 +455,15 @@ def train(config: TrainConfig) -> Path:
         raise ModelError(f"{architecture} takes {model.input_size} px inputs, not {preprocessing.image_size} px")
     if config.evidence_penalty and not hasattr(model, "class_activation_maps"):
         raise ModelError(f"the evidence penalty needs a model with class-activation maps (galaxynet); {architecture} has none")
-    data = prepare_data(config, catalog, split, targets, preprocessing, split_seed)
+    data = prepare_data(config, catalog, split, targets, preprocessing=preprocessing, split_seed=split_seed)
 
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     weights = class_weights(data.targets[data.train_rows], len(classes), config.class_weight_power).to(device)
     if kept_output_layer:  # the trained output follows the true class frequencies: weight it as training would
         remove_class_weight_prior(model, 1 / weights)
-    history, best_epoch = run_epochs(model, optimizer, data, weights, config, preprocessing.image_size, device, generator)
+    history, best_epoch = run_epochs(model, optimizer, data, config, weights=weights, image_size=preprocessing.image_size,
+                                     device=device, generator=generator)
     model.cpu()
     weights = weights.cpu()
     remove_class_weight_prior(model, weights)
@@ -480,18 +480,20 @@ def train(config: TrainConfig) -> Path:
 
 
 def config_record(config: TrainConfig) -> dict:
-    """The config whole, as the checkpoint's metadata keeps it: catalogs by file name, the
-    preprocessing left to the checkpoint's own (a fine-tuned model keeps its pretrained one)."""
+    """The config whole, as the checkpoint's metadata keeps it: the catalogs by file name (`data`,
+    `extra_labels`), the class scheme as `class_scheme`; left out are what the checkpoint records
+    itself (architecture, preprocessing, its own path) and how this machine ran it (workers,
+    progress, cache)."""
     record = asdict(config)
-    del record["preprocessing"], record["output"]
-    record["labels"] = Path(config.labels).name
-    record["extra_labels"] = Path(config.extra_labels).name if config.extra_labels else None
-    return record
+    for name in ("architecture", "preprocessing", "output", "workers", "progress", "use_cache", "labels", "classes"):
+        del record[name]
+    return {"data": Path(config.labels).name, "class_scheme": config.classes, **record,
+            "extra_labels": Path(config.extra_labels).name if config.extra_labels else None,
+            "tight_cutouts": record["tight_cutouts"] if config.tight_views else None}
 
 
-def run_epochs(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, data: TrainingData, weights: torch.Tensor,
-               config: TrainConfig, image_size: int, device: torch.device,
-               generator: torch.Generator) -> tuple[list[dict], int]:
+def run_epochs(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, data: TrainingData, config: TrainConfig, *,
+               weights: torch.Tensor, image_size: int, device: torch.device, generator: torch.Generator) -> tuple[list[dict], int]:
     """Train for `config.epochs`, evaluating after each, and leave the model with the best epoch's
     weights (of the weight average when there is one); returns the history and the best epoch."""
     permutation = mirror_permutation(model.classes)
@@ -512,12 +514,12 @@ def run_epochs(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, data: 
         order = data.train_rows[torch.randperm(len(data.train_rows), generator=generator).numpy()]
         for start in tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
                           disable=not (config.progress and sys.stderr.isatty()), leave=False):
-            batch, targets, masks = augmented_batch(data, order[start:start + config.batch_size], config, image_size,
-                                                    permutation, generator)
+            batch, targets, masks = augmented_batch(data, order[start:start + config.batch_size], config,
+                                                    image_size=image_size, permutation=permutation, generator=generator)
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, total_steps, warmup_steps, config.learning_rate)
             loss, penalty = train_step(model, optimizer, batch.to(device), targets.to(device),
-                                       None if masks is None else masks.to(device), weights, config)
+                                       masks=None if masks is None else masks.to(device), weights=weights, config=config)
             losses.append(loss)
             if penalty is not None:
                 outside.append(penalty)

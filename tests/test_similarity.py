@@ -1,0 +1,99 @@
+"""Embeddings, neighbours and oddities: `galaxymorph embed`, `similar` and `oddities`."""
+
+import numpy as np
+import pyarrow.csv
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from galaxymorph import Classifier, EmbeddingIndex, load_model, similar
+from galaxymorph.cli import app
+from galaxymorph.preprocess.decode import decode_array
+from galaxymorph.sources.synthetic import synthetic_galaxy, write_examples
+from galaxymorph import similarity
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """24 generated galaxies, one uniform-noise image and one corrupt file, embedded."""
+    folder = tmp_path_factory.mktemp("embed")
+    write_examples(folder / "images", 24, seed=11)
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "images" / "noise.png")
+    (folder / "images" / "broken.jpeg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    result = runner.invoke(app, ["embed", str(folder / "images"), "-o", str(folder / "emb.parquet"), "--no-progress",
+                                 "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_embeddings_are_unit_vectors_that_turning_or_mirroring_a_galaxy_leaves_alone():
+    loaded = load_model("galaxynet")
+    image = decode_array(synthetic_galaxy("spiral", np.random.default_rng(2)), "spiral", loaded.preprocessing).pixels
+    views = np.stack([image, np.rot90(image, 1, axes=(1, 2)), np.flip(image, axis=2), np.rot90(np.flip(image, 1), 3, axes=(1, 2))])
+    vectors = Classifier(loaded, backend="torch").embeddings(np.ascontiguousarray(views))
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    assert np.abs(vectors - vectors[0]).max() < 1e-5
+
+
+def test_embed_writes_one_row_per_input_with_error_rows(embedded):
+    table = pq.read_table(embedded / "emb.parquet")
+    assert table.num_rows == 26 and str(table.schema.field("embedding").type).startswith("fixed_size_list<element: float>")
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert rows["broken"]["embedding"] is None and "broken.jpeg" in rows["broken"]["error"]
+    assert all(row["embedding"] is not None for row_id, row in rows.items() if row_id != "broken")
+    assert b"galaxymorph" in table.schema.metadata
+
+
+def test_embed_refuses_a_csv_output(tmp_path):
+    write_examples(tmp_path, 2, seed=1)
+    result = runner.invoke(app, ["embed", str(tmp_path), "-o", str(tmp_path / "emb.csv")])
+    assert result.exit_code == 2 and "parquet" in result.output
+
+
+def test_similar_lists_k_neighbours_nearest_first_without_the_query(embedded, tmp_path):
+    index = EmbeddingIndex.load(embedded / "emb.parquet")
+    query = index.ids[0]
+    outside = tmp_path / "new.jpeg"
+    Image.fromarray(synthetic_galaxy("elliptical", np.random.default_rng(99))).save(outside)
+    result = runner.invoke(app, ["similar", str(embedded / "emb.parquet"), "--query", query, "--query", str(outside),
+                                 "-k", "5", "-o", str(tmp_path / "near.csv")])
+    assert result.exit_code == 0, result.output
+    rows = pyarrow.csv.read_csv(tmp_path / "near.csv").to_pylist()
+    assert [row["rank"] for row in rows] == [1, 2, 3, 4, 5] * 2
+    first = [row for row in rows if row["query"] == query]
+    assert query not in {row["id"] for row in first}
+    assert [row["distance"] for row in first] == sorted(row["distance"] for row in first)
+    assert {row["query"] for row in rows} == {query, str(outside)}
+
+
+def test_an_unknown_query_is_a_clear_error(embedded):
+    result = runner.invoke(app, ["similar", str(embedded / "emb.parquet"), "--query", "no-such-galaxy"])
+    assert result.exit_code == 2 and "no-such-galaxy" in result.output
+
+
+def test_the_graph_index_finds_what_exact_search_finds_and_is_kept(embedded, monkeypatch):
+    index = EmbeddingIndex.load(embedded / "emb.parquet")
+    exact = similar(index, index.ids[:6], k=4)
+    monkeypatch.setattr(similarity, "EXACT_LIMIT", 5)
+    assert [row["id"] for row in similar(index, index.ids[:6], k=4)] == [row["id"] for row in exact]
+    assert (embedded / "emb.parquet.hnsw.faiss").is_file()
+
+
+def test_oddities_put_the_noise_image_first(embedded, tmp_path):
+    result = runner.invoke(app, ["oddities", str(embedded / "emb.parquet"), "-n", "3", "-o", str(tmp_path / "odd.csv")])
+    assert result.exit_code == 0, result.output
+    rows = pyarrow.csv.read_csv(tmp_path / "odd.csv").to_pylist()
+    assert [row["rank"] for row in rows] == [1, 2, 3] and rows[0]["id"] == "noise"
+    assert rows[0]["oddity"] >= rows[1]["oddity"] >= rows[2]["oddity"]
+
+
+def test_report_shows_an_oddities_list_as_a_gallery(embedded, tmp_path):
+    assert runner.invoke(app, ["oddities", str(embedded / "emb.parquet"), "-n", "4", "-o", str(tmp_path / "odd.csv")]).exit_code == 0
+    result = runner.invoke(app, ["report", str(tmp_path / "odd.csv"), "-o", str(tmp_path / "odd.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "odd.html").read_text()
+    assert page.count("<div class='card'><img") == 4 and "1. noise: oddity" in page
