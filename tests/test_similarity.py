@@ -97,3 +97,65 @@ def test_report_shows_an_oddities_list_as_a_gallery(embedded, tmp_path):
     assert result.exit_code == 0, result.output
     page = (tmp_path / "odd.html").read_text()
     assert page.count("<div class='card'><img") == 4 and "1. noise: oddity" in page
+
+
+def test_the_service_finds_neighbours_of_an_upload_or_an_id_and_serves_only_indexed_thumbnails(embedded):
+    from test_service import RunningService
+
+    from galaxymorph.service import ServiceSettings
+
+    index = EmbeddingIndex.load(embedded / "emb.parquet")
+    with RunningService(ServiceSettings(index=str(embedded / "emb.parquet"))) as client:
+        by_id = client.post("/v1/similar?k=3", json={"id": index.ids[0]}).json()
+        upload = (embedded / "images" / f"{index.ids[1]}.jpeg").read_bytes()
+        by_file = client.post("/v1/similar?k=3", files={"file": ("mine.jpeg", upload, "image/jpeg")}).json()
+        thumbnail = client.get(by_id["neighbours"][0]["thumbnail"])
+        missing = client.get(f"/v1/thumbnails/{len(index.ids)}")
+        unknown = client.post("/v1/similar", json={"id": "nobody"})
+        assert client.get("/v1/models").json()["index"] == len(index.ids)
+    assert [n["rank"] for n in by_id["neighbours"]] == [1, 2, 3] and index.ids[0] not in {n["id"] for n in by_id["neighbours"]}
+    assert by_file["neighbours"][0]["id"] == index.ids[1]  # the uploaded galaxy is in the index: itself comes first
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+    assert missing.status_code == 404 and unknown.status_code == 422
+
+
+def test_a_service_without_an_index_says_how_to_get_one(embedded):
+    from test_service import RunningService
+
+    from galaxymorph.service import ServiceSettings
+
+    with RunningService(ServiceSettings()) as client:
+        answer = client.post("/v1/similar", json={"id": "x"})
+    assert answer.status_code == 404 and "--index" in answer.json()["error"]
+
+
+def test_an_index_of_another_model_is_refused_at_start(embedded):
+    from galaxymorph import ModelError
+    from galaxymorph.service import ServiceSettings, create_app
+
+    with pytest.raises(ModelError, match="serve that model"):
+        create_app(ServiceSettings(model="seed", index=str(embedded / "emb.parquet")))
+
+
+@pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="Debian's chromium is not installed")
+def test_the_page_shows_more_galaxies_like_an_upload(embedded):
+    playwright = pytest.importorskip("playwright.sync_api")
+    from test_service import RunningService, headless_chromium
+
+    from galaxymorph.service import ServiceSettings
+
+    upload = next((embedded / "images").glob("*.jpeg"))
+    with RunningService(ServiceSettings(index=str(embedded / "emb.parquet"))) as client, \
+            playwright.sync_playwright() as driver:
+        browser = headless_chromium(driver)
+        page = browser.new_page()
+        page.goto(str(client.base_url.join("/")))
+        page.wait_for_timeout(500)  # the page asks whether the server has an index
+        page.set_input_files("#files", str(upload))
+        page.click(".result button.more", timeout=30_000)
+        page.wait_for_function("""() => { const images = [...document.querySelectorAll(".similar img")];
+            return images.length === 8 && images.every(image => image.complete && image.naturalWidth > 0); }""",
+                               timeout=30_000)
+        captions = page.eval_on_selector_all(".similar figcaption", "captions => captions.map(caption => caption.textContent)")
+        browser.close()
+    assert len(captions) == 8 and captions[0] == upload.stem  # an indexed galaxy's nearest is itself

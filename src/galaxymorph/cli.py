@@ -326,13 +326,15 @@ def serve(
     request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (fetching cutouts included) before a 504.")] = 60.0,
     cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allow browser pages from this origin (repeatable; CORS is off by default).")] = None,
     tta: TtaOption = False,
+    index: Annotated[Optional[Path], typer.Option(help="Embeddings from `galaxymorph embed` with the served model: POST /v1/similar and, on the page, the most similar galaxies of each upload.")] = None,
 ) -> None:
-    """Serve the model over HTTP: POST /v1/classify, POST /v1/explain, GET /v1/models, the page at /, docs at /docs.
+    """Serve the model over HTTP: POST /v1/classify, POST /v1/explain, POST /v1/similar (with --index), GET /v1/models, the page at /, docs at /docs.
 
     With GALAXYMORPH_API_KEY set, POST endpoints need it in the X-API-Key header."""
     settings = galaxymorph.ServiceSettings(model=model, batch_window=batch_window, max_upload_bytes=int(max_upload_mb * 2**20),
                                            max_request_bytes=int(max_request_mb * 2**20), max_pixels=max_pixels,
-                                           request_timeout=request_timeout, cors_origins=tuple(cors_origin or ()), tta=tta)
+                                           request_timeout=request_timeout, cors_origins=tuple(cors_origin or ()), tta=tta,
+                                           index=str(index) if index else None)
     galaxymorph.serve(host, port, settings)
 
 
@@ -508,7 +510,7 @@ def quantize(
 ) -> None:
     """Make an int8 ONNX graph of a checkpoint for fast CPU inference, checked on the validation split."""
     result = galaxymorph.quantize_checkpoint(checkpoint, labels, images=images, workers=workers)
-    typer.echo(f"{result['graph'].name} written from {result['calibration_images']} training images; on {result['galaxies']} "
+    typer.echo(f"{Path(result['graph']).name} written from {result['calibration_images']} training images; on {result['galaxies']} "
                f"validation galaxies its probabilities differ from float32 by {result['mean_abs_difference']:.4f} on average "
                f"({result['max_abs_difference']:.4f} at most), same class for {result['same_class']:.1%}")
 

@@ -78,6 +78,6 @@ def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike
     if not np.isnan(exact.ood).all():  # ood_score, where the model has a feature density
         result["ood_score_max_relative_difference"] = float(np.max(np.abs(quantized.ood / exact.ood - 1)))
     record_in_metadata(checkpoint, "int8", result)
-    return {**result, "graph": path}
+    return {**result, "graph": str(path)}
 
 

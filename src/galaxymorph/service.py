@@ -2,7 +2,8 @@
 
 Endpoints: `POST /v1/classify` (multipart `files`, one or several images; or a JSON list of
 `{"ra", "dec"}` whose cutouts are fetched), `POST /v1/explain` (multipart `file`, returns the
-overlay PNG), `GET /v1/models`, `GET /healthz`, the page at `/` and OpenAPI docs at `/docs`.
+overlay PNG), `POST /v1/similar` and `GET /v1/thumbnails/{row}` (with an index of embeddings),
+`GET /v1/models`, `GET /healthz`, the page at `/` and OpenAPI docs at `/docs`.
 
 The model is loaded once. Uploads are decoded in worker threads and requests arriving together
 are classified as one batch (dynamic batching: the first request waits at most `batch_window`
@@ -16,6 +17,7 @@ are given.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -27,13 +29,14 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from PIL import Image
 
 from galaxymorph.catalog import CatalogRow, SkyPosition, sky_position_degrees
 from galaxymorph.config import DEFAULT_MODEL, MAX_PIXELS, service_api_key
-from galaxymorph.errors import ImageReadError
+from galaxymorph.errors import ImageReadError, ModelError
 from galaxymorph.models import LoadedModel, bundled_models, load_model
 from galaxymorph.prediction import Classifier, Scores
-from galaxymorph.preprocess.decode import ModelInput, decode_bytes
+from galaxymorph.preprocess.decode import ModelInput, decode_bytes, read_model_input
 from galaxymorph.preprocess.parallel import DecodedBatch
 from galaxymorph.remote.services import DEFAULT_SURVEY
 from galaxymorph.sources import file_id
@@ -65,6 +68,8 @@ class ServiceSettings:
     """Average over the 8 rotations and mirror images at 8x the cost; p_spiral_std then spans the views too."""
     api_key: str | None = field(default_factory=service_api_key)
     cors_origins: tuple[str, ...] = ()
+    index: str | None = None
+    """Embeddings from `galaxymorph embed` (made with the served model) for `POST /v1/similar`."""
 
 
 KEEP_ALIVE_SECONDS = 75
@@ -177,6 +182,7 @@ class Service:
         self.batcher = DynamicBatcher(self.classifier, settings.batch_window, settings.max_batch)
         self.decoding = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="galaxymorph-decode")
         self.fetching = asyncio.Semaphore(settings.fetching_requests)
+        self.index = _served_index(settings.index, loaded) if settings.index else None
 
     def check_key(self, request: Request) -> None:
         sent = request.headers.get("x-api-key", "").encode("latin-1")  # the header's own bytes (decoded as latin-1)
@@ -259,6 +265,52 @@ class Service:
             raise ServiceError(422, str(decoded), file=name)
         return await self.within_time(asyncio.to_thread(lambda: explain(self.loaded, decoded.pixels, method=method).png(name)))
 
+    async def similar(self, request: Request) -> dict:
+        """The neighbours in the index of an upload (multipart `file`) or of an indexed galaxy (JSON
+        `{"id": ...}`), `?k=` of them (at most 100), each with the address of its thumbnail."""
+        if self.index is None:
+            raise ServiceError(404, "this service has no index; start it with `galaxymorph serve --index EMBEDDINGS`")
+        try:
+            k = int(request.query_params.get("k", 10))
+        except ValueError:
+            raise ServiceError(422, "k must be a whole number") from None
+        if not 1 <= k <= 100:
+            raise ServiceError(422, "k must be 1 to 100")
+        if request.headers.get("content-type", "").startswith("application/json"):
+            asked = _strict_json(await request.body())
+            query = asked.get("id") if isinstance(asked, dict) else None
+            if not isinstance(query, str) or query not in self.index.ids:
+                raise ServiceError(422, 'send {"id": ID} with an id of the index, or an image as multipart `file`')
+            vectors, own = self.index.query_vectors([query])
+        else:
+            ((query, data),) = await self.uploads(request, "file", 1)
+            decoded = await self.decode(query, data)
+            if isinstance(decoded, ImageReadError):
+                raise ServiceError(422, str(decoded), file=query)
+            vectors, own = await asyncio.to_thread(self.classifier.embeddings, decoded.pixels[None]), [None]
+        rows, distances = self.index.search(vectors, k, own)
+        return {"query": query, "neighbours": [
+            {"rank": rank, "id": self.index.ids[row], "distance": float(distance), "thumbnail": f"/v1/thumbnails/{row}"}
+            for rank, (row, distance) in enumerate(zip(rows[0], distances[0]), 1)]}
+
+    async def thumbnail(self, row: int) -> bytes:
+        """A JPEG of what the model sees of the index's `row`: only files that the index lists are read."""
+        if self.index is None or not 0 <= row < len(self.index.files):
+            raise ServiceError(404, "no such row in the index")
+        file = self.index.files[row]
+
+        def render() -> bytes:
+            pixels = read_model_input(file, self.loaded.preprocessing).pixels
+            image = Image.fromarray((np.clip(pixels.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)).resize((128, 128))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=88)
+            return buffer.getvalue()
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.decoding, render)
+        except ImageReadError as error:
+            raise ServiceError(404, f"index row {row}: {error.reason}") from None
+
     async def within_time(self, work):
         """Await `work`, or answer 504 after the request timeout."""
         try:
@@ -287,7 +339,8 @@ class Service:
     def model_descriptions(self) -> dict:
         """The model being served, its back-end, and every bundled model."""
         described = {name: load_model(name) for name in bundled_models()} | {self.loaded.name: self.loaded}
-        return {"serving": self.loaded.name, "backend": self.classifier.backend, "models": [
+        return {"serving": self.loaded.name, "backend": self.classifier.backend,
+                "index": len(self.index.ids) if self.index is not None else 0, "models": [
             {"name": name, "classes": list(m.classes), "preprocessing": m.preprocessing.to_dict(),
              "metrics": m.metadata.get("metrics", {}), "calibration": m.metadata.get("calibration", {})}
             for name, m in described.items()]}
@@ -342,6 +395,18 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         method = (await request.form()).get("method") or "gradcam"
         return Response(await service.explanation_png(name, data, method), media_type="image/png")
 
+    @app.post("/v1/similar")
+    async def similar(request: Request) -> dict:
+        """The galaxies of the served index most like an upload (multipart `file`) or an indexed one
+        (JSON `{"id": ...}`); `?k=` of them, nearest first, each with its thumbnail's address."""
+        service.check_key(request)
+        return await service.within_time(service.similar(request))
+
+    @app.get("/v1/thumbnails/{row}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    async def thumbnail(row: int) -> Response:
+        """What the model sees of a galaxy of the served index (its row in the index)."""
+        return Response(await service.thumbnail(row), media_type="image/jpeg")
+
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
         """The page: drop images or type coordinates."""
@@ -374,6 +439,16 @@ def _strict_json(body: bytes) -> object:
     except (ValueError, UnicodeDecodeError) as error:
         raise ServiceError(400, f"body is not valid JSON ({error})") from None
     return value
+
+
+def _served_index(path: str, loaded: LoadedModel):
+    """The embeddings the service searches, which must come from the model it serves."""
+    from galaxymorph.similarity import EmbeddingIndex
+
+    index = EmbeddingIndex.load(path)
+    if index.model != loaded.name:
+        raise ModelError(f"index {path} was made with model {index.model!r}; serve that model (--model) to search it")
+    return index
 
 
 def _label(upload: object, number: int) -> str:
