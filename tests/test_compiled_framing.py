@@ -89,11 +89,25 @@ def test_jpegs_simplejpeg_refuses_are_read_by_pil(tmp_path):
     assert_same_input(cmyk)
 
 
+def test_float_16_bit_and_unbounded_images_get_the_reference_inputs(tmp_path):
+    rng = np.random.default_rng(8)
+    galaxy = synthetic_galaxy("spiral", rng, size=160)[..., 1].astype(np.float64)
+    Image.fromarray((galaxy * 257).astype(np.uint16)).save(tmp_path / "sixteen.png")
+    Image.fromarray((galaxy / 255).astype(np.float32)).save(tmp_path / "float.tiff")
+    unbounded = (galaxy / 255).astype(np.float32)
+    unbounded[:, :80] = -1e30  # its scaling overflows to -inf: once made the median search loop for ever
+    Image.fromarray(unbounded).save(tmp_path / "unbounded.tiff")
+    for name in ("sixteen.png", "float.tiff", "unbounded.tiff"):
+        assert_same_input(tmp_path / name)
+
+
 @pytest.mark.parametrize("values", [
     [0.0] * 50 + [1.0] * 50,  # the two middle values in far-apart bins
     [0.2] * 101,
     [0.5],
     [-3.0, 7.0, 0.25, 0.25],  # outside [0, 1]
+    [-np.inf] * 40 + [0.5] * 30,  # infinities
+    [0.1 + i * 1e-17 for i in range(200)],  # a range too narrow for a histogram
     list(np.random.default_rng(0).integers(0, 40, 11236) / 1020),  # quantised sky levels
     list(np.random.default_rng(1).random(999) ** 20),  # crowded near 0
 ])

@@ -43,8 +43,8 @@ def test_embed_writes_one_row_per_input_with_error_rows(embedded):
     table = pq.read_table(embedded / "emb.parquet")
     assert table.num_rows == 26 and str(table.schema.field("embedding").type).startswith("fixed_size_list<element: float>")
     rows = {row["id"]: row for row in table.to_pylist()}
-    assert rows["broken"]["embedding"] is None and "broken.jpeg" in rows["broken"]["error"]
-    assert all(row["embedding"] is not None for row_id, row in rows.items() if row_id != "broken")
+    assert np.isnan(rows["broken"]["embedding"]).all() and "broken.jpeg" in rows["broken"]["error"]
+    assert all(np.isfinite(row["embedding"]).all() for row_id, row in rows.items() if row_id != "broken")
     assert b"galaxymorph" in table.schema.metadata
 
 
@@ -83,12 +83,41 @@ def test_the_graph_index_finds_what_exact_search_finds_and_is_kept(embedded, mon
     assert (embedded / "emb.parquet.hnsw.faiss").is_file()
 
 
+def test_a_dataset_folder_index_reads_again_after_its_graph_is_kept(embedded, tmp_path, monkeypatch):
+    folder = tmp_path / "emb"
+    result = runner.invoke(app, ["embed", str(embedded / "images"), "-o", str(folder), "--chunk-rows", "10",
+                                 "--batch-size", "1", "--no-progress", "--workers", "0"])
+    assert result.exit_code == 0, result.output  # batches of one: the first written batch may be an error alone
+    monkeypatch.setattr(similarity, "EXACT_LIMIT", 5)
+    first = similar(EmbeddingIndex.load(folder), ["noise"], k=3)
+    again = similar(EmbeddingIndex.load(folder), ["noise"], k=3)
+    assert first == again and (tmp_path / "emb.hnsw.faiss").is_file()
+
+
+def test_duplicate_ids_and_more_neighbours_than_the_index_holds(embedded, tmp_path):
+    index = EmbeddingIndex.load(embedded / "emb.parquet")
+    twice = EmbeddingIndex(index.path, index.ids + index.ids[:1], index.files + index.files[:1],
+                           np.concatenate([index.vectors, index.vectors[:1]]), index.model)
+    rows = similar(twice, [index.ids[0]], k=3)
+    assert index.ids[0] not in {row["id"] for row in rows}
+    outside = tmp_path / "outside.jpeg"
+    Image.fromarray(synthetic_galaxy("spiral", np.random.default_rng(7))).save(outside)
+    rows = similar(index, [index.ids[0], str(outside)], k=1000)
+    assert sum(row["query"] == index.ids[0] for row in rows) == len(index.ids) - 1
+    assert sum(row["query"] == str(outside) for row in rows) == len(index.ids)
+
+
 def test_oddities_put_the_noise_image_first(embedded, tmp_path):
     result = runner.invoke(app, ["oddities", str(embedded / "emb.parquet"), "-n", "3", "-o", str(tmp_path / "odd.csv")])
     assert result.exit_code == 0, result.output
     rows = pyarrow.csv.read_csv(tmp_path / "odd.csv").to_pylist()
     assert [row["rank"] for row in rows] == [1, 2, 3] and rows[0]["id"] == "noise"
     assert rows[0]["oddity"] >= rows[1]["oddity"] >= rows[2]["oddity"]
+
+
+def test_oddities_asks_for_at_least_one(embedded):
+    result = runner.invoke(app, ["oddities", str(embedded / "emb.parquet"), "-n", "0"])
+    assert result.exit_code == 2 and "at least 1" in result.output
 
 
 def test_report_shows_an_oddities_list_as_a_gallery(embedded, tmp_path):
@@ -150,7 +179,6 @@ def test_the_page_shows_more_galaxies_like_an_upload(embedded):
         browser = headless_chromium(driver)
         page = browser.new_page()
         page.goto(str(client.base_url.join("/")))
-        page.wait_for_timeout(500)  # the page asks whether the server has an index
         page.set_input_files("#files", str(upload))
         page.click(".result button.more", timeout=30_000)
         page.wait_for_function("""() => { const images = [...document.querySelectorAll(".similar img")];

@@ -35,6 +35,8 @@ BATCH_SIZE = 128
 DEFAULT_MODEL = "galaxynet_ensemble"
 """Name of the bundled pretrained model that `classify` uses by default."""
 
+THUMBNAIL_SIZE = 128
+"""Side in px of the galaxy thumbnails of reports and of the service's similarity search."""
 CHUNK_ROWS = 10_000
 """Rows per Parquet chunk of an output dataset folder (the unit that `--resume` keeps)."""
 CALIBRATION_IMAGES = 256

@@ -13,14 +13,16 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from galaxymorph.catalog import CatalogRow
-from galaxymorph.config import (BATCH_SIZE, CHUNK_ROWS, CONFIDENT_MARGIN, CONFIDENT_MAX_STD, CONFIDENT_MIN_GALAXY,
-                                DEFAULT_MODEL, LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE, default_workers)
+from galaxymorph.config import (BATCH_SIZE, CHANNELS, CHUNK_ROWS, CONFIDENT_MARGIN, CONFIDENT_MAX_STD,
+                                CONFIDENT_MIN_GALAXY, DEFAULT_MODEL, LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE,
+                                default_workers)
 from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import BINARY_CLASSES, galaxy_probability, has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.models import LoadedModel, load_model
@@ -203,22 +205,28 @@ class Classifier:
 
         _, features = self.member_outputs(symmetry_views(images))
         if features is None:
-            raise ModelError(f"the int8 graph of {self.loaded.name} gives no features; run `galaxymorph quantize` again "
-                             "or use --backend onnx")
+            raise ModelError(f"the {self.backend} graph of {self.loaded.name} gives no features (it predates them); "
+                             "run `galaxymorph quantize` again or use --backend onnx")
         mean = features.reshape(SYMMETRY_VIEWS, len(images), *features.shape[1:]).mean(axis=(0, 2))
         return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def embedding_rows(self, decoded: DecodedBatch[CatalogRow]) -> list[dict]:
-        """One row per item: the input's columns, id, file, `embedding` (None where it failed), error."""
+        """One row per item: the input's columns, id, file (absolute, so that the index can be
+        searched from anywhere), `embedding` (NaN where the image failed) and error."""
         good = self.decoded_well(decoded)
-        vectors = self.embeddings(decoded.images[good]) if good.any() else None
-        rows, index = [], 0
-        for item, error, ok in zip(decoded.items, _reasons(decoded), good):
-            row = {**_input_columns(item, {"embedding", "error"}), "id": item.id, "file": str(item.file or ""),
-                   "embedding": vectors[index] if ok else None, "error": error}
-            index += int(ok)
-            rows.append(row)
-        return rows
+        vectors = np.full((len(decoded.items), self.embedding_size), np.nan, dtype=np.float32)
+        if good.any():
+            vectors[good] = self.embeddings(decoded.images[good])
+        return [{**_input_columns(item, {"embedding", "error"}), "id": item.id,
+                 "file": str(item.file.resolve()) if isinstance(item.file, Path) else str(item.file or ""),
+                 "embedding": vector, "error": error}
+                for item, error, vector in zip(decoded.items, _reasons(decoded), vectors)]
+
+    @cached_property
+    def embedding_size(self) -> int:
+        """The length of `embeddings`' vectors."""
+        size = self.loaded.preprocessing.image_size
+        return self.embeddings(np.zeros((1, CHANNELS, size, size), dtype=np.float32)).shape[1]
 
     @staticmethod
     def decoded_well(decoded: DecodedBatch[CatalogRow]) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from galaxymorph.catalog import read_catalog, read_labelled_catalog
-from galaxymorph.config import DEFAULT_MODEL
+from galaxymorph.config import DEFAULT_MODEL, THUMBNAIL_SIZE
 from galaxymorph.errors import CatalogError, GalaxyMorphError
 from galaxymorph.evaluation import spiral_evaluation
 from galaxymorph.explain import attributions
@@ -27,7 +27,6 @@ from galaxymorph.outputs import plots
 from galaxymorph.preprocess.decode import read_model_input
 
 GALLERY_SIZE = 12
-THUMBNAIL_SIZE = 128
 
 
 def write_report(catalog: str | os.PathLike, output: str | os.PathLike, *, labels: str | os.PathLike | None = None,

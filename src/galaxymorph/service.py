@@ -32,7 +32,7 @@ from fastapi_offline import FastAPIOffline
 from PIL import Image
 
 from galaxymorph.catalog import CatalogRow, SkyPosition, sky_position_degrees
-from galaxymorph.config import DEFAULT_MODEL, MAX_PIXELS, service_api_key
+from galaxymorph.config import DEFAULT_MODEL, MAX_PIXELS, THUMBNAIL_SIZE, service_api_key
 from galaxymorph.errors import ImageReadError, ModelError
 from galaxymorph.models import LoadedModel, bundled_models, load_model
 from galaxymorph.prediction import Classifier, Scores
@@ -279,7 +279,7 @@ class Service:
         if request.headers.get("content-type", "").startswith("application/json"):
             asked = _strict_json(await request.body())
             query = asked.get("id") if isinstance(asked, dict) else None
-            if not isinstance(query, str) or query not in self.index.ids:
+            if not isinstance(query, str) or query not in self.index.rows_of_id:
                 raise ServiceError(422, 'send {"id": ID} with an id of the index, or an image as multipart `file`')
             vectors, own = self.index.query_vectors([query])
         else:
@@ -287,8 +287,8 @@ class Service:
             decoded = await self.decode(query, data)
             if isinstance(decoded, ImageReadError):
                 raise ServiceError(422, str(decoded), file=query)
-            vectors, own = await asyncio.to_thread(self.classifier.embeddings, decoded.pixels[None]), [None]
-        rows, distances = self.index.search(vectors, k, own)
+            vectors, own = await asyncio.to_thread(self.classifier.embeddings, decoded.pixels[None]), [[]]
+        rows, distances = await asyncio.to_thread(self.index.search, vectors, k, own)
         return {"query": query, "neighbours": [
             {"rank": rank, "id": self.index.ids[row], "distance": float(distance), "thumbnail": f"/v1/thumbnails/{row}"}
             for rank, (row, distance) in enumerate(zip(rows[0], distances[0]), 1)]}
@@ -300,10 +300,10 @@ class Service:
         file = self.index.files[row]
 
         def render() -> bytes:
-            pixels = read_model_input(file, self.loaded.preprocessing).pixels
-            image = Image.fromarray((np.clip(pixels.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)).resize((128, 128))
+            pixels = read_model_input(file, self.loaded.preprocessing, max_pixels=self.settings.max_pixels).pixels
+            image = Image.fromarray((np.clip(pixels.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8))
             buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=88)
+            image.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE)).save(buffer, format="JPEG", quality=88)
             return buffer.getvalue()
 
         try:
@@ -403,8 +403,9 @@ def create_app(settings: ServiceSettings = ServiceSettings(), loaded: LoadedMode
         return await service.within_time(service.similar(request))
 
     @app.get("/v1/thumbnails/{row}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
-    async def thumbnail(row: int) -> Response:
+    async def thumbnail(request: Request, row: int) -> Response:
         """What the model sees of a galaxy of the served index (its row in the index)."""
+        service.check_key(request)
         return Response(await service.thumbnail(row), media_type="image/jpeg")
 
     @app.get("/", response_class=HTMLResponse)
@@ -446,8 +447,9 @@ def _served_index(path: str, loaded: LoadedModel):
     from galaxymorph.similarity import EmbeddingIndex
 
     index = EmbeddingIndex.load(path)
-    if index.model != loaded.name:
-        raise ModelError(f"index {path} was made with model {index.model!r}; serve that model (--model) to search it")
+    if not index.made_with(loaded):
+        raise ModelError(f"index {path} was made with model {index.model!r} (other weights than {loaded.name}'s); "
+                         "serve that model (--model) to search it")
     return index
 
 

@@ -44,6 +44,9 @@ def _ranked(values: np.ndarray, first: int, last: int) -> tuple[float, float]:
     values alone until they are all equal or few enough to sort. The first histogram spans [0, 1],
     where intensities lie (values outside fall in its end bins and are searched on)."""
     low, high, bins = 0.0, 1.0, _FIRST_BINS
+    if not np.isfinite(values).all():  # infinities have no bin: sort them all
+        ordered = np.sort(values)
+        return ordered[first], ordered[last]
     while True:
         if len(values) <= 64:
             ordered = np.sort(values)
@@ -71,6 +74,9 @@ def _ranked(values: np.ndarray, first: int, last: int) -> tuple[float, float]:
             if index[i] == chosen:
                 kept[n] = values[i]
                 n += 1
+        if len(kept) == len(values) and bins == _BINS:  # a range too narrow to split: sort what is left
+            ordered = np.sort(kept)
+            return ordered[first - below], ordered[last - below]
         values, first, last, bins = kept, first - below, last - below, _BINS
         low, high = values.min(), values.max()
         if low == high:

@@ -1,9 +1,9 @@
 """Decode JPEG, PNG and FITS files into model inputs.
 
-Every reader ends in the same place: a float32 array (3, S, S) in [0, 1], the central
-`crop_fraction` of the image resized to S = `image_size`. JPEGs are downscaled by the decoder
-itself (PIL's draft mode) when the target is much smaller than the image, which is most of the cost
-saved on survey cutouts.
+Every reader ends in the same place: a float32 array (3, S, S) in [0, 1], the crop around the
+central galaxy (or the central `crop_fraction`) resized to S = `image_size`. JPEGs are downscaled
+by the decoder itself (libjpeg-turbo through simplejpeg, at the scale PIL's draft mode picks) when
+the target is much smaller than the image, which is most of the cost saved on survey cutouts.
 """
 
 from __future__ import annotations
@@ -160,8 +160,9 @@ def _load_pil(path: Path | str, preprocessing: Preprocessing, source: io.BytesIO
 def _decode_jpeg_reduced(path: Path | str, preprocessing: Preprocessing, source: io.BytesIO | None,
                          max_pixels: int) -> np.ndarray | None:
     """A colour or grey JPEG decoded by libjpeg-turbo through simplejpeg, at the scale PIL's draft
-    mode picks: the same pixels as PIL, in about 0.8 of its time. None for any other file, and for
-    a JPEG that simplejpeg refuses (truncated, CMYK...): PIL then reads it and says what is wrong."""
+    mode picks: the same pixels as PIL, in about 0.7 of its time (benchmarks/framing_speed.py).
+    None for any other file, for multi-picture (MPO) files, which PIL reads whole, and for a JPEG
+    that simplejpeg refuses (truncated, CMYK...): PIL then reads it and says what is wrong."""
     import simplejpeg
 
     if source is not None:
@@ -171,7 +172,7 @@ def _decode_jpeg_reduced(path: Path | str, preprocessing: Preprocessing, source:
             data = handle.read(len(_JPEG_MAGIC))
             if data == _JPEG_MAGIC:
                 data += handle.read()
-    if not data.startswith(_JPEG_MAGIC):
+    if not data.startswith(_JPEG_MAGIC) or data.find(b"MPF\x00", 0, 1 << 16) >= 0:
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -298,12 +299,14 @@ def _frame_float(bands: np.ndarray, preprocessing: Preprocessing) -> ModelInput:
 
 def _resample_bands(bands: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
     """The square `box` of (C, H, W) bands resampled to (C, size, size) float32 in [0, 1] (compiled;
-    `reference_resample_bands` is the same in numpy)."""
+    `reference_resample_bands` is the same in numpy). Only the region the filter reaches is copied."""
     if using_reference():
         return reference_resample_bands(bands, box, size)
     from galaxymorph.preprocess import compiled
 
-    return compiled.resample_bands(np.ascontiguousarray(bands, dtype=np.float64), tuple(float(edge) for edge in box), size)
+    (left, top, right, bottom), box = _resampled_region(box, bands.shape[2], bands.shape[1], size)
+    region = np.ascontiguousarray(bands[:, top:bottom, left:right], dtype=np.float64)
+    return compiled.resample_bands(region, tuple(float(edge) for edge in box), size)
 
 
 def reference_resample_bands(bands: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
