@@ -84,9 +84,13 @@ def test_jpegs_simplejpeg_refuses_are_read_by_pil(tmp_path):
     buffer = io.BytesIO()
     Image.fromarray(synthetic_galaxy("spiral", np.random.default_rng(6), size=200)).save(buffer, "JPEG")
     truncated.write_bytes(buffer.getvalue()[:-300])
-    assert decode._decode_jpeg_reduced(cmyk, Preprocessing(), None, 10**8) is None
-    assert decode._decode_jpeg_reduced(truncated, Preprocessing(), None, 10**8) is None
+    multi = tmp_path / "pair.mpo"  # a multi-picture file, which PIL reads whole
+    first = Image.fromarray(synthetic_galaxy("spiral", np.random.default_rng(7), size=300))
+    first.save(multi, "MPO", save_all=True, append_images=[first.rotate(90)])
+    for path in (cmyk, truncated, multi):
+        assert decode._decode_jpeg_reduced(path, Preprocessing(), None, 10**8) is None, path
     assert_same_input(cmyk)
+    assert_same_input(multi)
 
 
 def test_float_16_bit_and_unbounded_images_get_the_reference_inputs(tmp_path):

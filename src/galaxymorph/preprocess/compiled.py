@@ -34,7 +34,10 @@ four grids (1/1020), so that one round leaves values that are equal or all but e
 
 @njit(cache=True)
 def _bin(value: float, low: float, scale: float, bins: int) -> int:
-    return min(max(int((value - low) * scale), 0), bins - 1)
+    """The histogram bin of a value, clamped before the conversion to an integer (infinities go to
+    the end bins, where a round that cannot split them sorts them)."""
+    place = (value - low) * scale
+    return int(min(max(place, 0.0), bins - 1.0)) if place == place else 0
 
 
 @njit(cache=True)
@@ -44,9 +47,6 @@ def _ranked(values: np.ndarray, first: int, last: int) -> tuple[float, float]:
     values alone until they are all equal or few enough to sort. The first histogram spans [0, 1],
     where intensities lie (values outside fall in its end bins and are searched on)."""
     low, high, bins = 0.0, 1.0, _FIRST_BINS
-    if not np.isfinite(values).all():  # infinities have no bin: sort them all
-        ordered = np.sort(values)
-        return ordered[first], ordered[last]
     while True:
         if len(values) <= 64:
             ordered = np.sort(values)

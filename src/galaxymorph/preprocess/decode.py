@@ -172,7 +172,7 @@ def _decode_jpeg_reduced(path: Path | str, preprocessing: Preprocessing, source:
             data = handle.read(len(_JPEG_MAGIC))
             if data == _JPEG_MAGIC:
                 data += handle.read()
-    if not data.startswith(_JPEG_MAGIC) or data.find(b"MPF\x00", 0, 1 << 16) >= 0:
+    if not data.startswith(_JPEG_MAGIC) or _is_multi_picture(data):
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -191,6 +191,16 @@ def _decode_jpeg_reduced(path: Path | str, preprocessing: Preprocessing, source:
         return None
     _check_size(path, pixels.shape[1], pixels.shape[0])
     return pixels
+
+
+def _is_multi_picture(data: bytes) -> bool:
+    """Whether a JPEG's header segments, before its image data, hold an MPF (multi-picture) APP2 segment."""
+    at = 2
+    while at + 8 <= len(data) and data[at] == 0xFF and data[at + 1] != 0xDA:  # up to the start of scan
+        if data[at + 1] == 0xE2 and data[at + 4:at + 8] == b"MPF\x00":
+            return True
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return False
 
 
 def _decoded_side(preprocessing: Preprocessing) -> int:
