@@ -70,6 +70,15 @@ def test_similar_lists_k_neighbours_nearest_first_without_the_query(embedded, tm
     assert {row["query"] for row in rows} == {query, str(outside)}
 
 
+def test_an_image_outside_the_index_is_embedded_as_the_index_was(embedded, tmp_path):
+    index = EmbeddingIndex.load(embedded / "emb.parquet")
+    copy = tmp_path / "copy.jpeg"
+    copy.write_bytes((embedded / "images" / f"{index.ids[2]}.jpeg").read_bytes())
+    (nearest,) = similar(index, [str(copy)], k=1)
+    assert index.backend in ("onnx", "onnx-int8", "torch")
+    assert nearest["id"] == index.ids[2] and nearest["distance"] < 1e-5
+
+
 def test_an_unknown_query_is_a_clear_error(embedded):
     result = runner.invoke(app, ["similar", str(embedded / "emb.parquet"), "--query", "no-such-galaxy"])
     assert result.exit_code == 2 and "no-such-galaxy" in result.output

@@ -333,8 +333,8 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
     show_progress = options.progress and sys.stderr.isatty()
     if total is None and show_progress and listed and not any(isinstance(item, CatalogRow) for item in inputs):
         total = count_inputs(inputs)
-    with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings,
-                             provenance=provenance(loaded, tta=options.tta)) as writer, \
+    stamp = provenance(loaded, tta=options.tta, backend=_resolve_backend(options.backend, loaded))
+    with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings, provenance=stamp) as writer, \
             tqdm(desc="classify", unit="img", total=total, initial=writer.rows_done, disable=not show_progress) as bar:
         done = writer.rows_done
         remaining = inputs(done) if callable(inputs) else islice(_as_rows(inputs), done, None)

@@ -49,6 +49,9 @@ class EmbeddingIndex:
     vectors: np.ndarray
     model: str
     weights_sha256: str = ""
+    backend: str = "torch"
+    """The inference back-end that made the embeddings; image queries are embedded with the same
+    (torch where that was the GPU's), since back-ends differ in the last digits."""
     _graph: object = field(default=None, repr=False)
 
     @classmethod
@@ -75,7 +78,7 @@ class EmbeddingIndex:
         provenance = json.loads((dataset.schema.metadata or {}).get(b"galaxymorph", b"{}"))
         return cls(path, [str(value) for value in table["id"].to_pylist()], table["file"].to_pylist(),
                    np.ascontiguousarray(vectors, dtype=np.float32), provenance.get("model", ""),
-                   provenance.get("weights_sha256", ""))
+                   provenance.get("weights_sha256", ""), provenance.get("backend", "torch"))
 
     def made_with(self, loaded: LoadedModel) -> bool:
         """Whether these embeddings come from this model (the same weights where both are known)."""
@@ -110,7 +113,8 @@ class EmbeddingIndex:
             if not Path(query).is_file():
                 raise CatalogError(f"query {query!r}: neither an id in {self.path} nor an image file")
             if classifier is None:
-                classifier = Classifier(model or load_model(self.model), backend="torch")
+                classifier = Classifier(model or load_model(self.model),
+                                        backend=self.backend if self.backend in ("onnx", "onnx-int8") else "torch")
             pixels = read_model_input(query, classifier.loaded.preprocessing).pixels
             vectors.append(classifier.embeddings(pixels[None])[0])
             own.append([])

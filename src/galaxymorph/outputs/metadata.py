@@ -45,11 +45,13 @@ def column_metadata(name: str, numeric: bool) -> dict[str, str]:
     return {"description": description, **({"unit": unit} if unit else {})}
 
 
-def provenance(loaded, *, tta: bool = False) -> dict:
+def provenance(loaded, *, tta: bool = False, backend: str | None = None) -> dict:
     """Where a morphology catalog's rows come from: software and version, the model's name, the
-    SHA-256 of its weights file, its classes and preprocessing, test-time augmentation, and when."""
+    SHA-256 of its weights file, its classes and preprocessing, test-time augmentation, the
+    inference back-end (where known), and when."""
     return _stamped(model=loaded.name, weights_sha256=loaded.weights_sha256 or "not saved",
-                    classes=list(loaded.classes), preprocessing=loaded.preprocessing.to_dict(), tta=tta)
+                    classes=list(loaded.classes), preprocessing=loaded.preprocessing.to_dict(), tta=tta,
+                    **({"backend": backend} if backend else {}))
 
 
 def fetch_provenance(service, options) -> dict:
