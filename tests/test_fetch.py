@@ -10,6 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -231,6 +232,23 @@ def test_classify_fetch_keeps_the_catalog_columns(tmp_path, local_host):
     assert [row["name"] for row in rows] == [f"g{i}" for i in range(10)] + ["south"]
     assert all(row["label"] in ("elliptical", "spiral") and row["redshift"] for row in rows[:10])
     assert rows[-1]["label"] == "" and "HTTP 404" in rows[-1]["error"]
+
+
+def test_embed_fetch_embeds_the_cutouts_of_sky_positions(tmp_path, local_host):
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from galaxymorph.cli import app
+
+    catalog = positions_catalog(tmp_path / "positions.csv", 3, "south,150.0,-89.5,0.1")
+    result = CliRunner().invoke(app, ["embed", str(catalog), "--fetch", "--cache-dir", str(tmp_path / "cache"),
+                                      "-o", str(tmp_path / "emb.parquet"), "--id-column", "name", "--rate-limit", "0",
+                                      "--workers", "0", "--no-progress", "--model", "galaxynet"])
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(tmp_path / "emb.parquet").to_pylist()
+    assert [row["name"] for row in rows] == ["g0", "g1", "g2", "south"] and rows[0]["redshift"]
+    assert all(abs(np.linalg.norm(row["embedding"]) - 1) < 1e-5 for row in rows[:3])
+    assert "HTTP 404" in rows[-1]["error"] and np.isnan(rows[-1]["embedding"]).all()
 
 
 def test_legacy_fits_cutouts_are_read_as_images(tmp_path, local_host):

@@ -30,6 +30,9 @@ DeviceOption = Annotated[Optional[str], typer.Option(help="Where the model train
 BackendOption = Annotated[str, typer.Option(help="Inference back-end: auto (cuda when a GPU is present, else onnx-int8 when the model has an int8 graph, else onnx), cuda, onnx, onnx-int8 or torch.")]
 TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average over the 8 rotations and mirror images of each galaxy (8x the inference cost); p_spiral_std then spans the views too (a single model fills it only with --tta).")]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
+MaxPixelsOption = Annotated[int, typer.Option(help="Larger images get an error row, judged from their header before their pixels are read (each decoding process needs about 10 bytes a pixel).")]
+FetchOption = Annotated[bool, typer.Option("--fetch", help="PATHS are catalogs of sky positions: fetch each cutout and use it as it arrives.", rich_help_panel="Cutouts")]
+CacheDirOption = Annotated[Optional[Path], typer.Option(help="With --fetch: where cutouts are kept (default: the galaxymorph cache).", rich_help_panel="Cutouts")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue a killed run into the same dataset folder: rows it holds are skipped (same inputs, same order).", rich_help_panel="Survey scale")]
 ChunkRowsOption = Annotated[int, typer.Option(help="Rows per Parquet chunk of a dataset folder.", rich_help_panel="Survey scale")]
 
@@ -144,12 +147,12 @@ def classify(
     backend: BackendOption = "auto",
     tta: TtaOption = False,
     progress: ProgressOption = True,
-    max_pixels: Annotated[int, typer.Option(help="Larger images get an error row, judged from their header before their pixels are read (each decoding process needs about 10 bytes a pixel).")] = MAX_PIXELS,
+    max_pixels: MaxPixelsOption = MAX_PIXELS,
     resume: ResumeOption = False,
     chunk_rows: ChunkRowsOption = CHUNK_ROWS,
     scheduler: Annotated[Optional[str], typer.Option(help="Run on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' for a LocalCluster; PATHS are catalogs, the output a dataset folder. Needs galaxymorph[scale].", rich_help_panel="Survey scale")] = None,
-    fetch: Annotated[bool, typer.Option("--fetch", help="PATHS are catalogs of sky positions: fetch each cutout and classify it as it arrives.", rich_help_panel="Cutouts")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="With --fetch: where cutouts are kept (default: the galaxymorph cache).", rich_help_panel="Cutouts")] = None,
+    fetch: FetchOption = False,
+    cache_dir: CacheDirOption = None,
     *,
     cutouts,
 ) -> None:
@@ -227,6 +230,7 @@ def fetch(
 
 
 @_command()
+@_with_cutout_options
 def embed(
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders, catalogs, HDF5 arrays or tar shards, as classify takes them.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="A .parquet file, or a folder (no suffix) for a Parquet dataset in ordered chunks, which --resume continues.")] = Path("embeddings.parquet"),
@@ -235,14 +239,23 @@ def embed(
     workers: WorkersOption = None,
     backend: BackendOption = "auto",
     progress: ProgressOption = True,
+    max_pixels: MaxPixelsOption = MAX_PIXELS,
     resume: ResumeOption = False,
     chunk_rows: ChunkRowsOption = CHUNK_ROWS,
+    fetch: FetchOption = False,
+    cache_dir: CacheDirOption = None,
+    *,
+    cutouts,
 ) -> None:
     """Write one embedding per image (id, file, embedding, error, and a catalog's own columns): the
     index that `similar` and `oddities` search. Embeddings are the model's features averaged over
-    the 8 rotations and mirror images of each galaxy, so a turned galaxy has the same one."""
-    options = galaxymorph.PredictOptions(batch_size=batch_size, workers=workers, backend=backend, progress=progress)
-    summary = galaxymorph.embed(paths, output, model=model, options=options, resume=resume, chunk_rows=chunk_rows)
+    the 8 rotations and mirror images of each galaxy, so a turned galaxy has the same one. With
+    --fetch, catalogs of sky positions are fetched as for classify."""
+    fetched = cutouts(cache=galaxymorph.CutoutCache(cache_dir) if cache_dir else None) if fetch else None
+    options = galaxymorph.PredictOptions(batch_size=batch_size, workers=workers, backend=backend, progress=progress,
+                                         max_pixels=max_pixels)
+    summary = galaxymorph.embed(_fetching(paths, fetched) if fetched else paths, output, model=model, options=options,
+                                resume=resume, chunk_rows=chunk_rows)
     _report_rows(summary, "embedded")
 
 

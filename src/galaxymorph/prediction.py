@@ -358,8 +358,19 @@ def embed(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], Ite
     index that `similarity` searches), with the model's name and preprocessing in its metadata."""
     if Path(output).suffix.lower() not in ("", ".parquet", ".pq"):
         raise ValueError(f"embeddings are written to a .parquet file or a dataset folder, not {Path(output).name!r}")
-    return classify(inputs, output, model=model, options=replace(options, head="embedding"), resume=resume,
-                    chunk_rows=chunk_rows)
+    loaded = load_model(model)
+    backend = options.backend
+    if backend == "auto" and _resolve_backend(backend, loaded) == "onnx-int8" and not _gives_features(loaded.int8_graph):
+        backend = "onnx"  # an int8 graph made before it had the features: the float graph has them
+    return classify(inputs, output, model=loaded, options=replace(options, head="embedding", backend=backend),
+                    resume=resume, chunk_rows=chunk_rows)
+
+
+def _gives_features(graph: Path) -> bool:
+    """Whether an ONNX graph has the `member_features` output (graphs quantised before it had none)."""
+    import onnx
+
+    return "member_features" in {output.name for output in onnx.load(str(graph), load_external_data=False).graph.output}
 
 
 def _input_columns(item: CatalogRow, ours: set[str]) -> dict:
