@@ -161,7 +161,7 @@ def classify(
 
     With --fetch, each catalog row's cutout is downloaded while earlier ones are classified, and the
     output keeps the catalog's own columns. With --scheduler, catalogs are classified on a Dask cluster."""
-    fetched = cutouts(cache=galaxymorph.CutoutCache(cache_dir) if cache_dir else None) if fetch else None
+    fetched = _fetched_cutouts(fetch, cache_dir, cutouts)
     if scheduler:
         try:
             on_cluster, worker_options = galaxymorph.classify_on_cluster, galaxymorph.WORKER_OPTIONS
@@ -172,7 +172,7 @@ def classify(
     else:
         options = galaxymorph.PredictOptions(batch_size=batch_size, workers=workers, backend=backend, tta=tta,
                                              progress=progress, max_pixels=max_pixels)
-        summary = galaxymorph.classify(_fetching(paths, fetched) if fetched else paths, output, model=model,
+        summary = galaxymorph.classify(_inputs(paths, fetched), output, model=model,
                                        options=options, resume=resume, chunk_rows=chunk_rows,
                                        total=_progress_total(paths) if fetched and progress else None)
     _report_rows(summary, "classified")
@@ -190,13 +190,21 @@ def _report_rows(summary, done: str) -> None:
         raise typer.Exit(code=1)
 
 
-def _fetching(paths: list[Path], cutouts):
-    """The rows of catalogs of positions, fetched as they are classified; a resumed run fetches
-    nothing for the rows it already has."""
+def _fetched_cutouts(fetch: bool, cache_dir: Path | None, cutouts):
+    """With --fetch, the `galaxymorph.Cutouts` of the cutout options, kept in `cache_dir` when given."""
+    return cutouts(cache=galaxymorph.CutoutCache(cache_dir) if cache_dir else None) if fetch else None
+
+
+def _inputs(paths: list[Path], fetched):
+    """The paths as they are, or with --fetch the rows of their positions, fetched as they are used;
+    a resumed run fetches nothing for the rows it already has."""
+    if fetched is None:
+        return paths
+
     def rows(done: int):
-        return galaxymorph.iter_fetched_rows(paths, cutouts.service, cutouts.cache, options=cutouts.options,
-                                             ra_column=cutouts.ra_column, dec_column=cutouts.dec_column,
-                                             id_column=cutouts.id_column, skip=done)
+        return galaxymorph.iter_fetched_rows(paths, fetched.service, fetched.cache, options=fetched.options,
+                                             ra_column=fetched.ra_column, dec_column=fetched.dec_column,
+                                             id_column=fetched.id_column, skip=done)
     return rows
 
 
@@ -251,11 +259,10 @@ def embed(
     index that `similar` and `oddities` search. Embeddings are the model's features averaged over
     the 8 rotations and mirror images of each galaxy, so a turned galaxy has the same one. With
     --fetch, catalogs of sky positions are fetched as for classify."""
-    fetched = cutouts(cache=galaxymorph.CutoutCache(cache_dir) if cache_dir else None) if fetch else None
     options = galaxymorph.PredictOptions(batch_size=batch_size, workers=workers, backend=backend, progress=progress,
                                          max_pixels=max_pixels)
-    summary = galaxymorph.embed(_fetching(paths, fetched) if fetched else paths, output, model=model, options=options,
-                                resume=resume, chunk_rows=chunk_rows)
+    summary = galaxymorph.embed(_inputs(paths, _fetched_cutouts(fetch, cache_dir, cutouts)), output, model=model,
+                                options=options, resume=resume, chunk_rows=chunk_rows)
     _report_rows(summary, "embedded")
 
 

@@ -101,13 +101,13 @@ class Classifier:
     installed (the model's int8 graph when it has one), else torch on the CPU."""
 
     def __init__(self, loaded: LoadedModel, *, backend: str = "auto", threads: int | None = None,
-                 tta: bool = False) -> None:
+                 tta: bool = False, features: bool = False) -> None:
         self.loaded = loaded
         self.classes = loaded.classes
         self.temperature = float(loaded.metadata.get("calibration", {}).get("temperature", 1.0))
         self.density = FeatureDensity.from_dict(loaded.metadata["typicality"]) if "typicality" in loaded.metadata else None
         self.tta = tta
-        self.backend = _resolve_backend(backend, loaded)
+        self.backend = _resolve_backend(backend, loaded, features=features)
         if self.backend in ("onnx", "onnx-int8"):
             graph = loaded.int8_graph.read_bytes() if self.backend == "onnx-int8" else onnx_bytes(loaded)
             self._session = _onnx_session(graph, threads)
@@ -291,7 +291,8 @@ def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.Pa
     a bundled model name, a checkpoint path or an already loaded model.
     """
     loaded = load_model(model)
-    classifier = Classifier(loaded, backend=options.backend, threads=options.inference_threads(), tta=options.tta)
+    classifier = Classifier(loaded, backend=options.backend, threads=options.inference_threads(), tta=options.tta,
+                            features=options.head == "embedding")
     yield from classifier.classify_rows(_as_rows(inputs), options=options)
 
 
@@ -333,7 +334,8 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
     show_progress = options.progress and sys.stderr.isatty()
     if total is None and show_progress and listed and not any(isinstance(item, CatalogRow) for item in inputs):
         total = count_inputs(inputs)
-    stamp = provenance(loaded, tta=options.tta, backend=_resolve_backend(options.backend, loaded))
+    backend = _resolve_backend(options.backend, loaded, features=options.head == "embedding")
+    stamp = provenance(loaded, tta=options.tta, backend=backend)
     with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings, provenance=stamp) as writer, \
             tqdm(desc="classify", unit="img", total=total, initial=writer.rows_done, disable=not show_progress) as bar:
         done = writer.rows_done
@@ -358,12 +360,8 @@ def embed(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], Ite
     index that `similarity` searches), with the model's name and preprocessing in its metadata."""
     if Path(output).suffix.lower() not in ("", ".parquet", ".pq"):
         raise ValueError(f"embeddings are written to a .parquet file or a dataset folder, not {Path(output).name!r}")
-    loaded = load_model(model)
-    backend = options.backend
-    if backend == "auto" and _resolve_backend(backend, loaded) == "onnx-int8" and not _gives_features(loaded.int8_graph):
-        backend = "onnx"  # an int8 graph made before it had the features: the float graph has them
-    return classify(inputs, output, model=loaded, options=replace(options, head="embedding", backend=backend),
-                    resume=resume, chunk_rows=chunk_rows)
+    return classify(inputs, output, model=model, options=replace(options, head="embedding"), resume=resume,
+                    chunk_rows=chunk_rows)
 
 
 def _gives_features(graph: Path) -> bool:
@@ -404,9 +402,10 @@ def _as_rows(inputs: Iterable[str | os.PathLike | CatalogRow]) -> Iterator[Catal
             yield from iter_inputs([item])
 
 
-def _resolve_backend(backend: str, loaded: LoadedModel) -> str:
+def _resolve_backend(backend: str, loaded: LoadedModel, *, features: bool = False) -> str:
     """'auto' means CUDA when torch sees a GPU, else ONNX Runtime when it and the exporter's onnx
-    package are installed (the int8 graph when the model has one), else torch on the CPU."""
+    package are installed (the int8 graph when the model has one, and, where `features` are needed,
+    when that graph gives them), else torch on the CPU."""
     import torch
 
     if backend == "cuda" and not torch.cuda.is_available():
@@ -421,7 +420,9 @@ def _resolve_backend(backend: str, loaded: LoadedModel) -> str:
             import onnxruntime  # noqa: F401
         except ImportError:
             return "torch"
-        return "onnx" if loaded.int8_graph is None else "onnx-int8"
+        if loaded.int8_graph is None or (features and not _gives_features(loaded.int8_graph)):
+            return "onnx"
+        return "onnx-int8"
     return backend
 
 

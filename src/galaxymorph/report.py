@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from galaxymorph.catalog import read_catalog, read_labelled_catalog
 from galaxymorph.config import DEFAULT_MODEL, THUMBNAIL_SIZE
@@ -170,11 +168,8 @@ window.addEventListener("load", () => {{
 
 
 def _jpeg(pixels: np.ndarray) -> str:
-    """A (3, S, S) image in [0, 1] as a base64 JPEG of THUMBNAIL_SIZE px."""
-    picture = Image.fromarray((np.clip(pixels.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8))
-    buffer = io.BytesIO()
-    picture.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR).save(buffer, format="JPEG", quality=88)
-    return base64.b64encode(buffer.getvalue()).decode()
+    """A (3, S, S) image in [0, 1] as a base64 JPEG thumbnail."""
+    return base64.b64encode(plots.thumbnail_jpeg(pixels)).decode()
 
 
 def _overlay(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ are given.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +28,12 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from PIL import Image
 
 from galaxymorph.catalog import CatalogRow, SkyPosition, sky_position_degrees
-from galaxymorph.config import DEFAULT_MODEL, MAX_PIXELS, THUMBNAIL_SIZE, service_api_key
+from galaxymorph.config import DEFAULT_MODEL, MAX_PIXELS, service_api_key
 from galaxymorph.errors import ImageReadError, ModelError
 from galaxymorph.models import LoadedModel, bundled_models, load_model
+from galaxymorph.outputs.plots import thumbnail_jpeg
 from galaxymorph.prediction import Classifier, Scores
 from galaxymorph.preprocess.decode import ModelInput, decode_bytes, read_model_input
 from galaxymorph.preprocess.parallel import DecodedBatch
@@ -178,7 +177,7 @@ class Service:
 
     def __init__(self, settings: ServiceSettings, loaded: LoadedModel) -> None:
         self.settings, self.loaded = settings, loaded
-        self.classifier = Classifier(loaded, tta=settings.tta)
+        self.classifier = Classifier(loaded, tta=settings.tta, features=settings.index is not None)
         self.batcher = DynamicBatcher(self.classifier, settings.batch_window, settings.max_batch)
         self.decoding = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="galaxymorph-decode")
         self.fetching = asyncio.Semaphore(settings.fetching_requests)
@@ -225,6 +224,13 @@ class Service:
         except ImageReadError as error:
             return error
 
+    async def decoded_upload(self, name: str, data: bytes) -> ModelInput:
+        """One upload decoded, or a 422 that names it."""
+        decoded = await self.decode(name, data)
+        if isinstance(decoded, ImageReadError):
+            raise ServiceError(422, str(decoded), file=name)
+        return decoded
+
     async def classify_images(self, named: list[tuple[str, bytes]], ids: list[str]) -> list[dict]:
         """Rows for images (name for errors, bytes), with these ids, in order."""
         decoded = await asyncio.gather(*(self.decode(name, data) for name, data in named))
@@ -260,9 +266,7 @@ class Service:
 
         if method not in METHODS:
             raise ServiceError(422, f"method must be one of {METHODS}")
-        decoded = await self.decode(name, data)
-        if isinstance(decoded, ImageReadError):
-            raise ServiceError(422, str(decoded), file=name)
+        decoded = await self.decoded_upload(name, data)
         return await self.within_time(asyncio.to_thread(lambda: explain(self.loaded, decoded.pixels, method=method).png(name)))
 
     async def similar(self, request: Request) -> dict:
@@ -284,9 +288,7 @@ class Service:
             vectors, own = self.index.query_vectors([query])
         else:
             ((query, data),) = await self.uploads(request, "file", 1)
-            decoded = await self.decode(query, data)
-            if isinstance(decoded, ImageReadError):
-                raise ServiceError(422, str(decoded), file=query)
+            decoded = await self.decoded_upload(query, data)
             vectors, own = await asyncio.to_thread(self.classifier.embeddings, decoded.pixels[None]), [[]]
         rows, distances = await asyncio.to_thread(self.index.search, vectors, k, own)
         return {"query": query, "neighbours": [
@@ -300,11 +302,7 @@ class Service:
         file = self.index.files[row]
 
         def render() -> bytes:
-            pixels = read_model_input(file, self.loaded.preprocessing, max_pixels=self.settings.max_pixels).pixels
-            image = Image.fromarray((np.clip(pixels.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8))
-            buffer = io.BytesIO()
-            image.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE)).save(buffer, format="JPEG", quality=88)
-            return buffer.getvalue()
+            return thumbnail_jpeg(read_model_input(file, self.loaded.preprocessing, max_pixels=self.settings.max_pixels).pixels)
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self.decoding, render)

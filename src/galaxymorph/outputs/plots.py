@@ -1,4 +1,4 @@
-"""Figures: the contact sheet, the evaluation plots, explanations and feature maps.
+"""Figures: the contact sheet, the evaluation plots, explanations, feature maps and thumbnails.
 
 Each `*_figure` function draws a matplotlib figure from plain arrays; `save_png` writes one to a
 file and `png_bytes` gives it as bytes (for pages that embed it), both closing it.
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from galaxymorph.config import THUMBNAIL_SIZE
 
 
 def pyplot():
@@ -37,6 +39,17 @@ def save_png(figure, path: str | os.PathLike, *, dpi: int = 100) -> Path:
     path = Path(path)
     path.write_bytes(png_bytes(figure, dpi=dpi))
     return path
+
+
+def thumbnail_jpeg(pixels: np.ndarray) -> bytes:
+    """A model input (3, S, S) in [0, 1] as a JPEG of `THUMBNAIL_SIZE` px, as reports and the
+    service show galaxies."""
+    from PIL import Image
+
+    picture = Image.fromarray((np.clip(pixels.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    picture.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR).save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue()
 
 
 def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, *, columns: int = 6) -> Path:
