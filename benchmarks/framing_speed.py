@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--identity", type=int, default=5665, help="images compared both ways (0: none)")
     parser.add_argument("--sources", type=Path, default=GZ1_IMAGES, help="folder of JPEG cutouts")
     args = parser.parse_args()
-    all_files = sorted(args.sources.glob("*.jpeg"))
+    all_files = sorted(path for path in args.sources.iterdir() if path.suffix.lower() in (".jpg", ".jpeg"))
     files = all_files[:args.images]
     preprocessing = Preprocessing()
     started = time.perf_counter()

@@ -42,7 +42,7 @@ def quality(index: EmbeddingIndex, labels: dict[str, str]) -> None:
     rows = [i for i, row_id in enumerate(index.ids) if row_id in labels]
     sub = EmbeddingIndex(index.path, [index.ids[i] for i in rows], [index.files[i] for i in rows], index.vectors[rows], index.model)
     classes = np.array([labels[row_id] for row_id in sub.ids])
-    neighbours, _ = sub.search(sub.vectors, K, range(len(sub.ids)))
+    neighbours = np.array(sub.search(sub.vectors, K, [[row] for row in range(len(sub.ids))])[0])
     print(f"test split: {len(sub.ids)} galaxies with embeddings, {K} neighbours each (query left out)")
     for name in ("edge_on_disk", "merger"):
         queries = np.flatnonzero(classes == name)
@@ -52,10 +52,35 @@ def quality(index: EmbeddingIndex, labels: dict[str, str]) -> None:
     binary = np.array([binary_label(c) or "" for c in classes])
     known = np.flatnonzero(binary != "")
     known_index = EmbeddingIndex(sub.path, [sub.ids[i] for i in known], [sub.files[i] for i in known], sub.vectors[known], sub.model)
-    near, _ = known_index.search(known_index.vectors, K, range(len(known)))
+    near = np.array(known_index.search(known_index.vectors, K, [[row] for row in range(len(known))])[0])
     share = float(np.mean(binary[known][near] == binary[known][:, None]))
     print(f"neighbours sharing the spiral/elliptical label (elliptical and spiral galaxies only, {len(known)}): "
           f"{share:.3f} (goal >= 0.9; random: {np.mean(binary[known] == 'spiral') ** 2 + np.mean(binary[known] == 'elliptical') ** 2:.3f})")
+
+
+def member_variants(loaded, catalog) -> None:
+    """On the validation split: the members' features averaged (what `embed` writes) against each
+    member's unit vector side by side, by how often neighbours share the spiral/elliptical label."""
+    from galaxymorph import Classifier
+    from galaxymorph.preprocess.augment import SYMMETRY_VIEWS, symmetry_views
+    from galaxymorph.training.data import split_inputs
+
+    labels = GZ1 / "labels.csv"
+    rows = [i for i in rows_of_split(catalog.ids, loaded, "val", labels)]
+    images = split_inputs(catalog, loaded, "val", labels, workers=2)
+    classes = np.array([catalog.labels[i] for i in rows])[:len(images)]
+    classifier = Classifier(loaded, features=True)
+    features = np.concatenate([classifier.member_outputs(symmetry_views(images[start:start + 64]))[1].reshape(
+        SYMMETRY_VIEWS, len(images[start:start + 64]), -1, classifier.embedding_size).mean(axis=0)
+        for start in range(0, len(images), 64)])
+    binary = np.array([binary_label(c) or "" for c in classes])
+    known = binary != ""
+    for name, vectors in (("mean of the members", features.mean(axis=1)),
+                          ("members side by side", (features / np.linalg.norm(features, axis=2, keepdims=True)).reshape(len(features), -1))):
+        vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)[known]
+        near, _ = _exact(vectors, vectors, K + 1)
+        print(f"validation split, {name}: neighbours sharing the spiral/elliptical label "
+              f"{np.mean(binary[known][near[:, 1:]] == binary[known][:, None]):.3f} ({known.sum()} galaxies)")
 
 
 def scale(index: EmbeddingIndex, count: int, queries: int) -> None:
@@ -95,6 +120,7 @@ def main() -> None:
     parser.add_argument("--embeddings", type=Path, help="embeddings of gz1-sdss already written (else made here)")
     parser.add_argument("--scale", type=int, default=1_000_000, help="synthetic vectors for the scale figures (0: none)")
     parser.add_argument("--queries", type=int, default=10)
+    parser.add_argument("--variants", action="store_true", help="also compare ways of combining the members (validation split)")
     args = parser.parse_args()
     print(f"# similarity, {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, Python {platform.python_version()}")
     catalog = read_labelled_catalog(GZ1 / "labels.csv")
@@ -114,6 +140,8 @@ def main() -> None:
         index = EmbeddingIndex.load(path)
         test = rows_of_split(catalog.ids, loaded, "test", GZ1 / "labels.csv")
         quality(index, {catalog.ids[i]: catalog.labels[i] for i in test})
+        if args.variants:
+            member_variants(loaded, catalog)
         if args.scale:
             scale(index, args.scale, args.queries)
 
