@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from galaxymorph import load_image
 from galaxymorph.catalog import iter_sky_positions
 from galaxymorph.errors import CatalogError
 from galaxymorph.remote import CutoutCache, CutoutService, CutoutSettings, FetchOptions, fetch_catalog
+from galaxymorph.remote.fetch import galaxy_truncated
 from galaxymorph.remote.local_server import FAULTS, LocalCutoutServer, cutout_bytes
 from galaxymorph.remote.services import resolve_base_url
 
@@ -232,6 +234,51 @@ def test_classify_fetch_keeps_the_catalog_columns(tmp_path, local_host):
     assert [row["name"] for row in rows] == [f"g{i}" for i in range(10)] + ["south"]
     assert all(row["label"] in ("elliptical", "spiral") and row["redshift"] for row in rows[:10])
     assert rows[-1]["label"] == "" and "HTTP 404" in rows[-1]["error"]
+
+
+@pytest.fixture
+def galaxies_of_angular_size(monkeypatch):
+    """A local server whose galaxies span 25-75" of sky, so that a 32" cutout cuts them off."""
+    with LocalCutoutServer(galaxy_field=256.0) as server:
+        monkeypatch.setenv("ASTRO_DB_HOST", server.url)
+        monkeypatch.setenv("SDSS_API_KEY", "test-key")
+        yield server
+
+
+def test_a_galaxy_cut_off_by_the_cutout_is_fetched_again_at_twice_the_field(tmp_path, galaxies_of_angular_size):
+    catalog = positions_catalog(tmp_path / "positions.csv", 8)
+    tight = CutoutService("sdss", CutoutSettings(size=128, pixel_scale=0.25))
+    as_asked = manifest_rows(fetch_catalog(catalog, tmp_path / "as-asked", tight, options=QUICK, id_column="name"))
+    assert sum(galaxy_truncated(tmp_path / "as-asked" / row["file"]) for row in as_asked) >= 4
+    galaxies_of_angular_size.log.requests.clear()
+    widening = replace(QUICK, widen_truncated=3)
+    rows = manifest_rows(fetch_catalog(catalog, tmp_path / "widened", tight, options=widening, id_column="name"))
+    assert not any(galaxy_truncated(tmp_path / "widened" / row["file"]) for row in rows)
+    assert all(row["status"] == "fetched" for row in rows) and any(row["widened"] != "0" for row in rows)
+    for row in rows:
+        scales = [query["scale"] for _, query, _ in galaxies_of_angular_size.log.requests
+                  if query["ra"].startswith(row["ra"])]
+        assert scales == ["0.25", "0.5", "1", "2"][:int(row["widened"]) + 1]
+    requests = len(galaxies_of_angular_size.log.requests)
+    again = manifest_rows(fetch_catalog(catalog, tmp_path / "widened", tight, options=widening, id_column="name"))
+    assert len(galaxies_of_angular_size.log.requests) == requests  # the re-run finds every field in the cache
+    assert [row["widened"] for row in again] == [row["widened"] for row in rows]
+
+
+def test_classify_fetch_widens_the_field_until_the_galaxy_is_whole(tmp_path, galaxies_of_angular_size):
+    from typer.testing import CliRunner
+
+    from galaxymorph.cli import app
+
+    catalog = positions_catalog(tmp_path / "positions.csv", 6)
+    common = ["--fetch", "--size", "128", "--pixel-scale", "0.25", "--id-column", "name", "--rate-limit", "0",
+              "--workers", "0", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    for widenings, output in ((0, tmp_path / "tight.csv"), (3, tmp_path / "widened.csv")):
+        result = CliRunner().invoke(app, ["classify", str(catalog), "-o", str(output), "--widen-truncated", str(widenings), *common])
+        assert result.exit_code == 0, result.output
+    truncated = {path.stem: [row["galaxy_truncated"] for row in csv.DictReader(open(path))]
+                 for path in (tmp_path / "tight.csv", tmp_path / "widened.csv")}
+    assert truncated["tight"].count("True") >= 3 and truncated["widened"] == ["False"] * 6
 
 
 def test_embed_fetch_embeds_the_cutouts_of_sky_positions(tmp_path, local_host):

@@ -26,7 +26,7 @@ _LAZY = {
     "galaxymorph.sources": ("count_inputs",),
     "galaxymorph.models": ("bundled_models", "export_onnx", "list_architectures", "load_model"),
     "galaxymorph.models.summary": ("describe_model",),
-    "galaxymorph.training": ("TrainConfig", "combine_checkpoints", "train"),
+    "galaxymorph.training": ("PretrainConfig", "TrainConfig", "combine_checkpoints", "pretrain", "train"),
     "galaxymorph.training.calibration": ("calibrate",),
     "galaxymorph.quantization": ("quantize_checkpoint",),
     "galaxymorph.remote": ("DEFAULT_SURVEY", "CutoutCache", "CutoutService", "CutoutSettings", "Cutouts", "FetchOptions",
@@ -42,11 +42,11 @@ __all__ = [
     "BATCH_SIZE", "CALIBRATION_IMAGES", "CHUNK_ROWS", "CatalogError", "CatalogWriter", "Classifier",
     "CutoutCache", "CutoutService", "CutoutSettings", "Cutouts", "DEFAULT_MODEL", "DEFAULT_SURVEY",
     "EmbeddingIndex", "FetchOptions", "GalaxyMorphError", "ImageReadError", "LocalCutoutServer", "MAX_PIXELS",
-    "ModelError", "PredictOptions", "Preprocessing", "SPLIT_SEED", "ServiceSettings", "SurveyAugmentation",
+    "ModelError", "PredictOptions", "PretrainConfig", "Preprocessing", "SPLIT_SEED", "ServiceSettings", "SurveyAugmentation",
     "TrainConfig", "WORKER_OPTIONS", "bundled_models", "calibrate", "classify", "classify_on_cluster",
     "combine_checkpoints", "count_inputs", "describe_model", "embed", "evaluate", "explain_inputs",
     "export_onnx", "fetch_catalog", "iter_fetched_rows", "list_architectures", "load_image", "load_model",
-    "oddities", "predict", "quantize_checkpoint", "run_demo", "serve", "similar", "train", "write_report",
+    "oddities", "predict", "pretrain", "quantize_checkpoint", "run_demo", "serve", "similar", "train", "write_report",
 ]
 
 

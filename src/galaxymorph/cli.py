@@ -71,6 +71,8 @@ def _cutout_parameters() -> dict[str, inspect.Parameter]:
         "rate_limit": (_cutout_option(float, "Requests started per second at most (0: no limit)."), fetching.rate_limit),
         "timeout": (_cutout_option(float, "Seconds before a request is abandoned (then retried)."), fetching.timeout),
         "retries": (_cutout_option(int, "Retries after a failed attempt, with exponential backoff."), fetching.retries),
+        "widen_truncated": (_cutout_option(int, "Times a cutout whose galaxy runs off its edge is asked again at twice the field (pixel scale doubled, same size; 0: never)."),
+                            fetching.widen_truncated),
         "ra_column": (_cutout_option(str, "Right ascension column (degrees, or hours as h:m:s text)."), cutouts.ra_column),
         "dec_column": (_cutout_option(str, "Declination column (degrees, or d:m:s text)."), cutouts.dec_column),
         "id_column": (_cutout_option(Optional[str], "Id column (default: id, id_str or objid when present, else the row number)."),
@@ -98,8 +100,9 @@ def _with_cutout_options(command):
 
 
 def _cutouts(*, survey, size, pixel_scale, image_format, layer, base_url, concurrency, rate_limit, timeout, retries,
-             ra_column, dec_column, id_column, cache=None):
-    options = galaxymorph.FetchOptions(concurrency=concurrency, rate_limit=rate_limit, timeout=timeout, retries=retries)
+             widen_truncated, ra_column, dec_column, id_column, cache=None):
+    options = galaxymorph.FetchOptions(concurrency=concurrency, rate_limit=rate_limit, timeout=timeout, retries=retries,
+                                       widen_truncated=widen_truncated)
     settings = galaxymorph.CutoutSettings(size=size, pixel_scale=pixel_scale, image_format=image_format, layer=layer)
     return galaxymorph.Cutouts(galaxymorph.CutoutService(survey, settings, base_url=base_url),
                                cache or galaxymorph.CutoutCache.default(), options,
@@ -363,13 +366,14 @@ def cutout_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8080,
     latency: Annotated[float, typer.Option(help="Seconds each answer waits, like a distant service.")] = 0.0,
     fault_rate: Annotated[float, typer.Option(help="Share of requests whose first attempt fails (timeouts, 500, 429, truncated images...).")] = 0.0,
+    galaxy_field: Annotated[Optional[float], typer.Option(help="Arcseconds across a cutout that frames each galaxy whole, so that smaller fields cut galaxies off (default: every cutout framed to its galaxy).")] = None,
 ) -> None:
     """Run the local cutout server (SDSS and Legacy Survey protocols, generated galaxies) until Ctrl-C, for trying
     fetch and classify --fetch offline: set ASTRO_DB_HOST to the address it prints."""
     import signal
     import time
 
-    server = galaxymorph.LocalCutoutServer(port=port, latency=latency, fault_rate=fault_rate)
+    server = galaxymorph.LocalCutoutServer(port=port, latency=latency, fault_rate=fault_rate, galaxy_field=galaxy_field)
 
     def stop(signal_number: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -453,6 +457,25 @@ def train(
 def _run_training(**settings) -> None:
     weights = galaxymorph.train(galaxymorph.TrainConfig(**settings))
     typer.echo(f"checkpoint written: {weights} (+ {weights.with_suffix('.json').name})")
+
+
+@_command()
+def pretrain(
+    inputs: Annotated[list[Path], typer.Argument(help="Unlabelled images: files, folders or catalogs (a file column).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Encoder checkpoint path (NAME.pt and NAME.json are written, again after each epoch).")] = Path("runs/encoder.pt"),
+    arch: Annotated[str, typer.Option(help="Registered architecture (see `galaxymorph models list`).")] = "galaxynet",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 40,
+    batch_size: Annotated[int, typer.Option(help="Galaxies per batch; each is contrasted with the batch's other 2N - 2 views.")] = 256,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
+    temperature: Annotated[float, typer.Option(help="Temperature of the contrastive loss.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the initialisation and augmentation.")] = SPLIT_SEED,
+    workers: WorkersOption = None,
+) -> None:
+    """Learn an encoder from unlabelled images (SimCLR): for `train --from` and `embed`, not `classify`."""
+    weights = galaxymorph.pretrain(galaxymorph.PretrainConfig(
+        inputs=inputs, output=output, architecture=arch, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, temperature=temperature, seed=seed, workers=workers))
+    typer.echo(f"encoder written: {weights} (+ {weights.with_suffix('.json').name})")
 
 
 @_command()

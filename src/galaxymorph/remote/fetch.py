@@ -5,8 +5,10 @@ most `concurrency` are in flight and they start no faster than `rate_limit` a se
 5xx and 429 (after its `Retry-After`), and answers that are not a whole image, are retried with
 exponential backoff and jitter. A response is kept only when its status, content type and content
 (it decodes as an image) are right, and it is written atomically, so the cache never holds a
-partial file: a re-run, or a run after a crash, fetches only what is missing. Results come out in
-input order, one per position, with the reason when a position could not be fetched.
+partial file: a re-run, or a run after a crash, fetches only what is missing. With
+`FetchOptions.widen_truncated`, a cutout in which the framing finds the galaxy cut by the edge is
+asked again at twice the field, up to that many times. Results come out in input order, one per
+position, with the reason when a position could not be fetched.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
 
@@ -33,6 +35,7 @@ import httpx
 
 from galaxymorph.catalog import CatalogRow, SkyPosition, iter_sky_positions
 from galaxymorph.config import cache_dir
+from galaxymorph.errors import ImageReadError
 from galaxymorph.remote.services import CutoutRequest, CutoutService, FetchOptions
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -47,13 +50,15 @@ CONTENT_TYPES = {".jpeg": ("image/jpeg", "image/jpg"),
 
 @dataclass(frozen=True)
 class FetchResult:
-    """What became of one position: `status` is fetched, cached or failed (then `error` says why)."""
+    """What became of one position: `status` is fetched, cached or failed (then `error` says why);
+    `widened`: how many times the field was doubled because the galaxy ran off the cutout."""
 
     position: SkyPosition
     file: Path | None
     status: str
     attempts: int = 0
     error: str = ""
+    widened: int = 0
 
 
 class CutoutCache:
@@ -169,14 +174,27 @@ async def fetch_cutouts(positions: Iterable[SkyPosition], service: CutoutService
     async with AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(client) for client in _clients(service, options)]
 
-        async def fetch(position: SkyPosition, client: httpx.AsyncClient) -> FetchResult:
-            if position.error:
-                return FetchResult(position, None, "failed", error=position.error)
-            request = service.request(position.ra, position.dec)
+        async def fetch_field(position: SkyPosition, client: httpx.AsyncClient, widening: int) -> FetchResult:
+            request = service.request(position.ra, position.dec, widening=widening)
             path = cache.path_for(request)
             if path.is_file():
-                return FetchResult(position, path, "cached")
-            return await _fetch_with_retries(client, request, position, cache, limiter, slots, health, options)
+                return FetchResult(position, path, "cached", widened=widening)
+            result = await _fetch_with_retries(client, request, position, cache, limiter, slots, health, options)
+            return replace(result, widened=widening)
+
+        async def fetch(position: SkyPosition, client: httpx.AsyncClient) -> FetchResult:
+            """The first cutout that holds the whole galaxy, else the widest one fetched."""
+            if position.error:
+                return FetchResult(position, None, "failed", error=position.error)
+            fetched = None
+            for widening in range(options.widen_truncated + 1):
+                result = await fetch_field(position, client, widening)
+                if result.file is None:
+                    return fetched or result
+                fetched = result
+                if widening == options.widen_truncated or not await asyncio.to_thread(galaxy_truncated, result.file):
+                    return result
+            return fetched
 
         pending: deque[asyncio.Task[FetchResult]] = deque()
         try:
@@ -252,6 +270,16 @@ async def _read_body(response: httpx.Response) -> bytes:
             raise InvalidCutout(f"answer is larger than {MAX_CUTOUT_BYTES >> 20} MB")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def galaxy_truncated(file: Path) -> bool:
+    """Whether the framing finds the galaxy of a cutout cut by its edge (as `classify`'s column)."""
+    from galaxymorph.preprocess.decode import read_model_input
+
+    try:
+        return bool(read_model_input(file).galaxy_truncated)
+    except ImageReadError:  # checked as an image when fetched: classify will say what is wrong
+        return False
 
 
 def _check_and_store(cache: CutoutCache, request: CutoutRequest, content_type: str, content: bytes) -> Path:
@@ -379,7 +407,7 @@ def fetched_rows(positions: Iterable[SkyPosition], service: CutoutService, cache
 def manifest_row(result: FetchResult, *, relative_to: Path) -> dict:
     file = "" if result.file is None else str(result.file.relative_to(relative_to))
     return {**result.position.columns, "id": result.position.id, "file": file, "status": result.status,
-            "attempts": result.attempts, "error": result.error}
+            "attempts": result.attempts, "widened": result.widened, "error": result.error}
 
 
 def _process_alive(pid: int) -> bool:

@@ -5,7 +5,9 @@ images (synthetic galaxies, the same for the same position), so that fetching ca
 benchmarked and demonstrated without the internet. It can add latency and inject the faults a real
 network has, on a chosen share of requests' first attempts: slow answers, 500s, 429 with Retry-After,
 truncated bodies, HTML error pages with status 200 and dropped connections. Positions south of
-`refused_below_dec` are answered 404, as outside a survey's footprint.
+`refused_below_dec` are answered 404, as outside a survey's footprint. By default every cutout is
+framed to its galaxy whatever its pixel scale; with `galaxy_field` galaxies have an angular size
+instead, so a cutout of too small a field cuts the galaxy off and a wider one holds it whole.
 
     with LocalCutoutServer(fault_rate=0.3) as server:
         os.environ["ASTRO_DB_HOST"] = server.url
@@ -49,13 +51,16 @@ class LocalCutoutServer:
 
     def __init__(self, *, port: int = 0, latency: float = 0.0, fault_rate: float = 0.0,
                  faults: tuple[str, ...] = FAULTS, faulty_attempts: int = 1, slow_seconds: float = 3.0,
-                 retry_after: int = 1, refused_below_dec: float = -89.0, seed: int = 0) -> None:
+                 retry_after: int = 1, refused_below_dec: float = -89.0, galaxy_field: float | None = None,
+                 seed: int = 0) -> None:
+        """`galaxy_field`: arcseconds across a cutout that frames each galaxy as the default one does
+        (the galaxy spans about 10-30% of it); None: every cutout is framed so, whatever its scale."""
         unknown = set(faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS}")
         self.latency, self.fault_rate, self.faults, self.faulty_attempts = latency, fault_rate, tuple(faults), faulty_attempts
         self.slow_seconds, self.retry_after = slow_seconds, retry_after
-        self.refused_below_dec, self.seed = refused_below_dec, seed
+        self.refused_below_dec, self.galaxy_field, self.seed = refused_below_dec, galaxy_field, seed
         self.log = ServerLog()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
@@ -85,13 +90,15 @@ class LocalCutoutServer:
         return self.faults[digest[4] % len(self.faults)]
 
 
-def cutout_bytes(ra: float, dec: float, size: int, image_format: str, pixel_scale: float = 0.262) -> bytes:
+def cutout_bytes(ra: float, dec: float, size: int, image_format: str, pixel_scale: float = 0.262,
+                 galaxy_field: float | None = None) -> bytes:
     """The image the server gives for a position: a synthetic galaxy, JPEG or 3-band FITS. FITS is
     written as the Legacy Survey writes it: the bottom row first, with a TAN WCS (north up, east
-    left) centred on the position at `pixel_scale` arcsec per pixel."""
+    left) centred on the position at `pixel_scale` arcsec per pixel. `galaxy_field`: as the server's."""
     digest = hashlib.sha1(f"{ra:.5f},{dec:.5f}".encode()).digest()
     kind, variant = KINDS[digest[0] % len(KINDS)], digest[1] % VARIANTS
-    rendered = _rendered(kind, variant, size, image_format)
+    galaxy_scale = None if galaxy_field is None else round(galaxy_field / pixel_scale / 128, 6)
+    rendered = _rendered(kind, variant, size, image_format, galaxy_scale)
     if image_format != "fits":
         return rendered
     from astropy.io import fits
@@ -114,9 +121,9 @@ def prerender(size: int, image_format: str = "jpeg") -> None:
 
 
 @lru_cache(maxsize=4 * VARIANTS)
-def _rendered(kind: str, variant: int, size: int, image_format: str) -> bytes | np.ndarray:
+def _rendered(kind: str, variant: int, size: int, image_format: str, galaxy_scale: float | None = None) -> bytes | np.ndarray:
     """A synthetic galaxy as JPEG bytes, or for FITS as a 3-band cube (3, Y, X), top row first."""
-    pixels = synthetic_galaxy(kind, np.random.default_rng(variant), size=size)
+    pixels = synthetic_galaxy(kind, np.random.default_rng(variant), size=size, scale=galaxy_scale)
     if image_format == "fits":
         return np.moveaxis(pixels.astype(np.float32) / 255.0, -1, 0)  # like grz cutouts
     buffer = io.BytesIO()
@@ -165,10 +172,12 @@ def _handler_for(server: LocalCutoutServer) -> type[BaseHTTPRequestHandler]:
             if dec < server.refused_below_dec:
                 return self._send(404, b"no data at this position", "text/plain")
             try:
-                pixel_scale = float(query.get("pixscale", 0.262))
+                pixel_scale = float(query.get("pixscale", query.get("scale", 0.262)))
             except ValueError:
-                return self._send(400, b"bad pixscale", "text/plain")
-            body = cutout_bytes(ra, dec, size, image_format, pixel_scale)
+                return self._send(400, b"bad pixel scale", "text/plain")
+            if not pixel_scale > 0:
+                return self._send(400, b"bad pixel scale", "text/plain")
+            body = cutout_bytes(ra, dec, size, image_format, pixel_scale, server.galaxy_field)
             if fault == "truncated":
                 body = body[: len(body) // 2]
             self._send(200, body, "application/fits" if image_format == "fits" else "image/jpeg")

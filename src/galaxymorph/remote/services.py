@@ -23,6 +23,8 @@ SURVEYS = ("sdss", "legacy")
 DEFAULT_SURVEY = "sdss"
 DEFAULT_BASE_URLS = {"sdss": "https://skyserver.sdss.org/dr18", "legacy": "https://www.legacysurvey.org/viewer"}
 IMAGE_FORMATS = ("jpeg", "fits")
+MAX_WIDENINGS = 4
+"""A field 16 times wider than asked is as far as a truncated galaxy is followed."""
 CREDENTIAL_HEADER = "X-Auth-Token"
 """How the SDSS key travels: SciServer's token header (never in the URL, so never in a log line)."""
 
@@ -49,7 +51,9 @@ class CutoutSettings:
 @dataclass(frozen=True)
 class FetchOptions:
     """Politeness and patience: concurrent requests, requests a second per host (0: no limit),
-    seconds before a request times out, retries after the first attempt, first backoff delay."""
+    seconds before a request times out, retries after the first attempt, first backoff delay; and
+    how many times a cutout whose galaxy runs off its edge is asked again at twice the field (the
+    pixel scale doubled, the same size in pixels)."""
 
     concurrency: int = 8
     rate_limit: float = 10.0
@@ -57,10 +61,13 @@ class FetchOptions:
     retries: int = 4
     backoff: float = 0.5
     max_backoff: float = 60.0
+    widen_truncated: int = 0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if not 0 <= self.widen_truncated <= MAX_WIDENINGS:
+            raise ValueError(f"widen_truncated must be 0 to {MAX_WIDENINGS}, got {self.widen_truncated}")
         if self.rate_limit < 0 or self.timeout <= 0 or self.retries < 0 or self.backoff < 0:
             raise ValueError("rate limit, retries and backoff must be >= 0 and the timeout positive")
 
@@ -130,14 +137,17 @@ class CutoutService:
     def headers(self) -> dict[str, str]:
         return {CREDENTIAL_HEADER: self._credential.reveal()} if self._credential else {}
 
-    def request(self, ra: float, dec: float) -> CutoutRequest:
+    def request(self, ra: float, dec: float, *, widening: int = 0) -> CutoutRequest:
+        """The request for a position's cutout; `widening` times twice the field (the pixel scale
+        doubled each time, the same size in pixels)."""
         s = self.settings
         position = (("ra", f"{ra:.7f}"), ("dec", f"{dec:.7f}"))
+        pixel_scale = f"{s.pixel_scale * 2 ** widening:g}"
         if self.survey == "sdss":
             return CutoutRequest(self.survey, f"{self.base_url}/SkyServerWS/ImgCutout/getjpeg",
-                                 position + (("scale", f"{s.pixel_scale:g}"), ("width", str(s.size)),
+                                 position + (("scale", pixel_scale), ("width", str(s.size)),
                                              ("height", str(s.size))), ".jpeg")
-        params = position + (("layer", s.layer), ("pixscale", f"{s.pixel_scale:g}"), ("size", str(s.size)))
+        params = position + (("layer", s.layer), ("pixscale", pixel_scale), ("size", str(s.size)))
         if s.image_format == "fits":
             params += (("bands", s.bands),)
         return CutoutRequest(self.survey, f"{self.base_url}/{s.image_format}-cutout", params, f".{s.image_format}")

@@ -17,11 +17,14 @@ KINDS = ("elliptical", "spiral")
 _COLOURS = {"elliptical": (1.0, 0.78, 0.52), "spiral": (0.72, 0.82, 1.0)}
 
 
-def synthetic_galaxy(kind: str, rng: np.random.Generator, *, size: int = 128) -> np.ndarray:
-    """One (size, size, 3) uint8 gri-like composite of an elliptical or a spiral galaxy."""
+def synthetic_galaxy(kind: str, rng: np.random.Generator, *, size: int = 128, scale: float | None = None) -> np.ndarray:
+    """One (size, size, 3) uint8 gri-like composite of an elliptical or a spiral galaxy.
+
+    `scale`: the galaxy's size in px per px of a 128 px image (default `size / 128`, which frames
+    the galaxy like an SDSS cutout); a larger one makes a galaxy that overflows the frame."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    scale = size / 128
+    scale = size / 128 if scale is None else scale
     y, x = np.mgrid[:size, :size].astype(np.float64) - (size - 1) / 2 - rng.normal(0, scale, 2)[:, None, None]
     angle = rng.uniform(0, np.pi)
     major = x * np.cos(angle) + y * np.sin(angle)
@@ -44,7 +47,8 @@ def synthetic_galaxy(kind: str, rng: np.random.Generator, *, size: int = 128) ->
     image = light[..., None] * colour
     for _ in range(rng.integers(1, 5)):
         sy, sx = rng.uniform(0, size, 2)
-        image += rng.uniform(0.2, 3) * np.exp(-((y + (size - 1) / 2 - sy) ** 2 + (x + (size - 1) / 2 - sx) ** 2) / (2 * (1.2 * scale) ** 2))[..., None] * rng.uniform(0.6, 1.0, 3)
+        star = 1.2 * size / 128
+        image += rng.uniform(0.2, 3) * np.exp(-((y + (size - 1) / 2 - sy) ** 2 + (x + (size - 1) / 2 - sx) ** 2) / (2 * star ** 2))[..., None] * rng.uniform(0.6, 1.0, 3)
     image += rng.normal(0.0, 0.012, image.shape)
     stretched = np.arcsinh(np.clip(image, 0, None) / 0.03) / np.arcsinh(1.5 / 0.03)
     return np.clip(stretched * 255, 0, 255).astype(np.uint8)

@@ -1,6 +1,8 @@
-"""Training: the loop, the data split and the decoded image cache, and ensembles of trained models."""
+"""Training: the loop, the data split and the decoded image cache, ensembles of trained models, and
+self-supervised pre-training of an encoder."""
 
 from galaxymorph.training.ensemble import combine_checkpoints
+from galaxymorph.training.pretrain import PretrainConfig, pretrain
 from galaxymorph.training.train import TrainConfig, train
 
-__all__ = ["TrainConfig", "combine_checkpoints", "train"]
+__all__ = ["PretrainConfig", "TrainConfig", "combine_checkpoints", "pretrain", "train"]

@@ -77,17 +77,18 @@ def training_preprocessing(preprocessing: Preprocessing) -> Preprocessing:
                    frame_fill=preprocessing.frame_fill / AUGMENTATION_MARGIN)
 
 
-def decode_catalog(catalog: LabelledCatalog, preprocessing: Preprocessing, *, workers: int,
-                   use_cache: bool = True) -> tuple[np.ndarray, list[str]]:
-    """All images of a catalog as uint8 (N, 3, S, S), cached on disk by content of the request."""
+def decode_files(files: Sequence[Path], preprocessing: Preprocessing, *, workers: int,
+                 use_cache: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Images of files as uint8 (N, 3, S, S) and each one's error ("" if none), cached on disk by
+    content of the request."""
     def decode() -> dict[str, np.ndarray]:
         images, errors = [], []
-        for batch in decode_in_batches(catalog.files, preprocessing, file_of=Path, batch_size=64, workers=workers):
+        for batch in decode_in_batches(files, preprocessing, file_of=Path, batch_size=64, workers=workers):
             images.append(np.round(batch.images * 255).astype(np.uint8))
             errors += batch.errors
         return {"images": np.concatenate(images), "errors": np.array(errors)}
 
-    request = [[str(f) for f in catalog.files], preprocessing.to_dict()]
+    request = [[str(f) for f in files], preprocessing.to_dict()]
     stored = _cached("decoded", request, decode, use_cache)
     return stored["images"], stored["errors"].tolist()
 
@@ -129,7 +130,7 @@ def decode_tight_views(files: Sequence[Path], preprocessing: Preprocessing, *, v
                        settings: TightCutouts = TightCutouts(), workers: int,
                        use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """`views` tight renderings of each file as uint8 (N, views, 3, S', S'), S' the training size
-    (`training_preprocessing`), and whether each decoded (N, views); cached like `decode_catalog`.
+    (`training_preprocessing`), and whether each decoded (N, views); cached like `decode_files`.
 
     Each rendering becomes the model input exactly as `classify` would make it from such a cutout,
     padded by reflection to the wider training view, so that the centre view is that input.

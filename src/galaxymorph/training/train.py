@@ -22,7 +22,7 @@ from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_
 from galaxymorph.metrics import binary_summary
 from galaxymorph.models import GalaxyClassifier, GalaxyEnsemble, create_model, load_model, logits_to_probabilities, save_checkpoint
 from galaxymorph.preprocess.augment import SurveyAugmentation, TightCutouts, centre_view, survey_augment, symmetry_augment
-from galaxymorph.training.data import (choose_classes, decode_catalog, decode_tight_views, galaxy_masks, stratified_split,
+from galaxymorph.training.data import (choose_classes, decode_files, decode_tight_views, galaxy_masks, stratified_split,
                                        training_preprocessing)
 
 
@@ -212,7 +212,8 @@ def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor],
 def start_model(config: TrainConfig, classes: tuple[str, ...]) -> tuple[GalaxyClassifier, str, Preprocessing, bool]:
     """A new model, or one that starts from a trained model's weights (from an ensemble, its first
     member): all of them when it has the same `classes` (training goes on), all but the output
-    layer otherwise (fine-tuning to a new label set). Last: whether a trained output layer was kept."""
+    layer otherwise (fine-tuning to a new label set, or from a `pretrain` encoder). Last: whether a
+    trained output layer was kept."""
     if config.init_from is None:
         return create_model(config.architecture, classes=classes), config.architecture, config.preprocessing, False
     pretrained = load_model(config.init_from)
@@ -220,7 +221,8 @@ def start_model(config: TrainConfig, classes: tuple[str, ...]) -> tuple[GalaxyCl
     pretrained_model = pretrained.model.members[0] if isinstance(pretrained.model, GalaxyEnsemble) else pretrained.model
     model = create_model(architecture, classes=classes)
     head = next(name for name, module in model.named_modules() if module is model.output_layer())
-    head_keys = set() if tuple(pretrained_model.classes) == classes else {
+    trained_head = tuple(pretrained_model.classes) == classes and not pretrained.metadata.get("encoder_only")
+    head_keys = set() if trained_head else {
         f"{head}.{key}" for key in model.output_layer().state_dict()}
     kept = {key: value for key, value in pretrained_model.state_dict().items() if key not in head_keys}
     missing, unexpected = model.load_state_dict(kept, strict=False)
@@ -387,8 +389,8 @@ class TrainingData:
 def prepare_data(config: TrainConfig, catalog: LabelledCatalog, split: dict[str, list[int]], targets: list[int | None], *,
                  preprocessing: Preprocessing, split_seed: int) -> TrainingData:
     """Decode the catalog (through the cache) and choose the usable rows of each split."""
-    images, errors = decode_catalog(catalog, training_preprocessing(preprocessing),
-                                    workers=config.workers, use_cache=config.use_cache)
+    images, errors = decode_files(catalog.files, training_preprocessing(preprocessing),
+                                  workers=config.workers, use_cache=config.use_cache)
     masks = galaxy_masks(images, preprocessing.image_size) if config.evidence_penalty else None
     unreadable = [e for e in errors if e]
     if unreadable:
