@@ -265,6 +265,23 @@ def test_a_galaxy_cut_off_by_the_cutout_is_fetched_again_at_twice_the_field(tmp_
     assert [row["widened"] for row in again] == [row["widened"] for row in rows]
 
 
+def test_a_wider_field_that_cannot_be_fetched_leaves_the_narrower_cutout(tmp_path, monkeypatch):
+    catalog = positions_catalog(tmp_path / "positions.csv", 12)
+    with LocalCutoutServer(galaxy_field=256.0, fault_rate=0.5, faults=("error_500",)) as server:
+        monkeypatch.setenv("ASTRO_DB_HOST", server.url)
+        monkeypatch.setenv("SDSS_API_KEY", "test-key")
+        summary = fetch_catalog(catalog, tmp_path / "out", CutoutService("sdss", CutoutSettings(size=128, pixel_scale=0.25)),
+                                options=replace(QUICK, retries=0, widen_truncated=3), id_column="name")
+    rows = manifest_rows(summary)
+    kept = [row for row in rows if row["status"] == "fetched"]
+    assert summary.failed == 12 - len(kept) >= 1
+    assert any(int(row["attempts"]) > int(row["widened"]) + 1 for row in kept)  # a wider field failed, the row stayed
+    for row in kept:
+        asked = [query for _, query, _ in server.log.requests if query["ra"].startswith(row["ra"])]
+        assert int(row["attempts"]) == len(asked)  # every field's attempts, the failed wider one's too
+        assert (tmp_path / "out" / row["file"]).is_file() and row["error"] == ""
+
+
 def test_classify_fetch_widens_the_field_until_the_galaxy_is_whole(tmp_path, galaxies_of_angular_size):
     from typer.testing import CliRunner
 

@@ -71,7 +71,7 @@ def _cutout_parameters() -> dict[str, inspect.Parameter]:
         "rate_limit": (_cutout_option(float, "Requests started per second at most (0: no limit)."), fetching.rate_limit),
         "timeout": (_cutout_option(float, "Seconds before a request is abandoned (then retried)."), fetching.timeout),
         "retries": (_cutout_option(int, "Retries after a failed attempt, with exponential backoff."), fetching.retries),
-        "widen_truncated": (_cutout_option(int, "Times a cutout whose galaxy runs off its edge is asked again at twice the field (pixel scale doubled, same size; 0: never)."),
+        "widen_truncated": (_cutout_option(int, "Times (at most 4) a cutout whose galaxy runs off its edge is asked again at twice the field (pixel scale doubled, same size; 0: never)."),
                             fetching.widen_truncated),
         "ra_column": (_cutout_option(str, "Right ascension column (degrees, or hours as h:m:s text)."), cutouts.ra_column),
         "dec_column": (_cutout_option(str, "Declination column (degrees, or d:m:s text)."), cutouts.dec_column),
@@ -469,12 +469,13 @@ def pretrain(
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
     temperature: Annotated[float, typer.Option(help="Temperature of the contrastive loss.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and augmentation.")] = SPLIT_SEED,
+    device: DeviceOption = None,
     workers: WorkersOption = None,
 ) -> None:
     """Learn an encoder from unlabelled images (SimCLR): for `train --from` and `embed`, not `classify`."""
     weights = galaxymorph.pretrain(galaxymorph.PretrainConfig(
         inputs=inputs, output=output, architecture=arch, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, temperature=temperature, seed=seed, workers=workers))
+        learning_rate=learning_rate, temperature=temperature, seed=seed, device=device, workers=workers))
     typer.echo(f"encoder written: {weights} (+ {weights.with_suffix('.json').name})")
 
 

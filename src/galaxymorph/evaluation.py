@@ -40,6 +40,7 @@ def evaluate(labels: str | os.PathLike, output_dir: str | os.PathLike, *,
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     loaded = load_model(model)
+    loaded.require_trained_head()
     catalog = read_labelled_catalog(labels)
     catalog = catalog.subset(rows_of_split(catalog.ids, loaded, split, labels))
     truth = dict(zip(catalog.ids, catalog.labels))

@@ -107,9 +107,8 @@ class Classifier:
         self.temperature = float(loaded.metadata.get("calibration", {}).get("temperature", 1.0))
         self.density = FeatureDensity.from_dict(loaded.metadata["typicality"]) if "typicality" in loaded.metadata else None
         self.tta = tta
-        self.encoder_only = bool(loaded.metadata.get("encoder_only"))
-        if self.encoder_only and not features:
-            raise _encoder_only_error(loaded)
+        if not features:
+            loaded.require_trained_head()
         self.backend = _resolve_backend(backend, loaded, features=features)
         if self.backend in ("onnx", "onnx-int8"):
             graph = loaded.int8_graph.read_bytes() if self.backend == "onnx-int8" else onnx_bytes(loaded)
@@ -239,8 +238,6 @@ class Classifier:
     def build_rows(self, decoded: DecodedBatch[CatalogRow], scores: Scores) -> list[dict]:
         """The output rows of `rows` from scores computed elsewhere (NaN for failed items), as the
         web service's batched inference does. The columns are described in README.md ("Columns")."""
-        if self.encoder_only:
-            raise _encoder_only_error(self.loaded)
         items = decoded.items
         errors = _reasons(decoded)
         spiral = has_spiral_semantics(self.classes)
@@ -332,6 +329,8 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
 
     output = check_output_path(output)
     loaded = load_model(model)
+    if options.head != "embedding":
+        loaded.require_trained_head()
     settings = {"model": loaded.name, "classes": list(loaded.classes), "tta": options.tta, "head": options.head}
     failed, input_errors = 0, []
     listed = isinstance(inputs, (list, tuple))  # never consume an iterator
@@ -367,11 +366,6 @@ def embed(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], Ite
         raise ValueError(f"embeddings are written to a .parquet file or a dataset folder, not {Path(output).name!r}")
     return classify(inputs, output, model=model, options=replace(options, head="embedding"), resume=resume,
                     chunk_rows=chunk_rows)
-
-
-def _encoder_only_error(loaded: LoadedModel) -> ModelError:
-    return ModelError(f"model {loaded.name} is an encoder from `galaxymorph pretrain`: its output layer was never "
-                      f"trained, so it gives embeddings (`embed`) and a start for `train --from`, not classes")
 
 
 def _gives_features(graph: Path) -> bool:

@@ -60,6 +60,7 @@ def quantize_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike
     graph's path (`graph`). `workers`: decoding processes (None: one per core)."""
     workers = default_workers(workers)
     loaded = load_checkpoint(checkpoint)
+    loaded.require_trained_head()
     catalog = read_labelled_catalog(labels)
     calibration = split_inputs(catalog, loaded, "train", labels, limit=images, workers=workers)
     if not len(calibration):

@@ -177,6 +177,7 @@ class Service:
 
     def __init__(self, settings: ServiceSettings, loaded: LoadedModel) -> None:
         self.settings, self.loaded = settings, loaded
+        loaded.require_trained_head()
         self.classifier = Classifier(loaded, tta=settings.tta, features=settings.index is not None)
         self.batcher = DynamicBatcher(self.classifier, settings.batch_window, settings.max_batch)
         self.decoding = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="galaxymorph-decode")

@@ -44,6 +44,13 @@ class LoadedModel:
     def classes(self) -> tuple[str, ...]:
         return self.model.classes
 
+    def require_trained_head(self) -> None:
+        """Raise `ModelError` for an encoder from `galaxymorph pretrain`, whose output layer was never
+        trained: it gives embeddings and a start for `train --from`, not classes."""
+        if self.metadata.get("encoder_only"):
+            raise ModelError(f"model {self.name} is an encoder from `galaxymorph pretrain`: its output layer was "
+                             f"never trained, so it gives embeddings (`embed`) and a start for `train --from`, not classes")
+
 
 def save_checkpoint(model: GalaxyClassifier, path: str | os.PathLike, *, architecture: str,
                     preprocessing: Preprocessing, **metadata) -> Path:

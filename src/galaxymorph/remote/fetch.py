@@ -182,19 +182,27 @@ async def fetch_cutouts(positions: Iterable[SkyPosition], service: CutoutService
             result = await _fetch_with_retries(client, request, position, cache, limiter, slots, health, options)
             return replace(result, widened=widening)
 
+        async def cut_off(position: SkyPosition, result: FetchResult) -> bool:
+            """Whether the galaxy runs off this cutout; known without decoding it when the next wider
+            field is in the cache (it was asked for only because this one cut the galaxy off)."""
+            wider = service.request(position.ra, position.dec, widening=result.widened + 1)
+            return cache.path_for(wider).is_file() or await asyncio.to_thread(galaxy_truncated, result.file)
+
         async def fetch(position: SkyPosition, client: httpx.AsyncClient) -> FetchResult:
-            """The first cutout that holds the whole galaxy, else the widest one fetched."""
+            """The first cutout that holds the whole galaxy, up to `widen_truncated` times wider; a
+            wider field that cannot be fetched leaves the narrower cutout (its attempts counted)."""
             if position.error:
                 return FetchResult(position, None, "failed", error=position.error)
-            fetched = None
-            for widening in range(options.widen_truncated + 1):
-                result = await fetch_field(position, client, widening)
-                if result.file is None:
-                    return fetched or result
-                fetched = result
-                if widening == options.widen_truncated or not await asyncio.to_thread(galaxy_truncated, result.file):
-                    return result
-            return fetched
+            result = await fetch_field(position, client, 0)
+            attempts = result.attempts
+            while (result.file is not None and result.widened < options.widen_truncated
+                   and await cut_off(position, result)):
+                wider = await fetch_field(position, client, result.widened + 1)
+                attempts += wider.attempts
+                if wider.file is None:
+                    break
+                result = wider
+            return replace(result, attempts=attempts)
 
         pending: deque[asyncio.Task[FetchResult]] = deque()
         try:
@@ -273,7 +281,7 @@ async def _read_body(response: httpx.Response) -> bytes:
 
 
 def galaxy_truncated(file: Path) -> bool:
-    """Whether the framing finds the galaxy of a cutout cut by its edge (as `classify`'s column)."""
+    """Whether the framing (default preprocessing) finds the galaxy of a cutout cut by its edge."""
     from galaxymorph.preprocess.decode import read_model_input
 
     try:
@@ -362,7 +370,8 @@ def fetch_catalog(catalog: str | os.PathLike, output_dir: str | os.PathLike, ser
                   id_column: str | None = None, progress: bool = False) -> FetchSummary:
     """Fetch a cutout for every row of a catalog into `output_dir`, with `manifest.csv` listing the
     input columns, `id`, `file` (relative to the folder, so the manifest is a catalog `classify`
-    reads), `status`, `attempts` and `error` of every row."""
+    reads; with `options.widen_truncated`, the folder also keeps the narrower cutouts that cut a
+    galaxy off), `status`, `attempts`, `widened` and `error` of every row."""
     from tqdm import tqdm
 
     from galaxymorph.catalog import count_catalog_rows

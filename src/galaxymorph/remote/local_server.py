@@ -60,6 +60,8 @@ class LocalCutoutServer:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS}")
         self.latency, self.fault_rate, self.faults, self.faulty_attempts = latency, fault_rate, tuple(faults), faulty_attempts
         self.slow_seconds, self.retry_after = slow_seconds, retry_after
+        if galaxy_field is not None and not galaxy_field > 0:
+            raise ValueError(f"galaxy_field must be positive arcseconds, got {galaxy_field}")
         self.refused_below_dec, self.galaxy_field, self.seed = refused_below_dec, galaxy_field, seed
         self.log = ServerLog()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))

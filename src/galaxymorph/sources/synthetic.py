@@ -24,6 +24,8 @@ def synthetic_galaxy(kind: str, rng: np.random.Generator, *, size: int = 128, sc
     the galaxy like an SDSS cutout); a larger one makes a galaxy that overflows the frame."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if scale is not None and not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
     scale = size / 128 if scale is None else scale
     y, x = np.mgrid[:size, :size].astype(np.float64) - (size - 1) / 2 - rng.normal(0, scale, 2)[:, None, None]
     angle = rng.uniform(0, np.pi)

@@ -59,6 +59,7 @@ def calibrate(checkpoint: str | os.PathLike, labels: str | os.PathLike, *, split
     density behind `ood_score` (`fit_feature_density`), and save both in its metadata; nothing is
     saved when either cannot be fitted."""
     loaded = load_checkpoint(checkpoint)
+    loaded.require_trained_head()
     if not has_spiral_semantics(loaded.classes):
         raise ModelError(f"model {loaded.name} has no spiral/elliptical classes to calibrate p_spiral on")
     loaded.metadata.pop("calibration", None)  # fit on the uncalibrated model

@@ -23,6 +23,7 @@ def combine_checkpoints(members: Sequence[str | os.PathLike], output: str | os.P
     loaded = [load_checkpoint(path) for path in members]
     first = loaded[0]
     for path, member in zip(members, loaded):
+        member.require_trained_head()
         if member.metadata.get("members"):
             raise ModelError(f"checkpoint {path} is already an ensemble; combine its members instead")
         for setting in SHARED_SETTINGS:

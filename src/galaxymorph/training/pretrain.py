@@ -11,8 +11,10 @@ blocks; its checkpoint is a model of that architecture whose output layer was ne
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,10 +28,11 @@ from galaxymorph.config import SPLIT_SEED, Preprocessing, default_workers
 from galaxymorph.errors import CatalogError
 from galaxymorph.labels import BINARY_CLASSES
 from galaxymorph.models import GalaxyClassifier, create_model, save_checkpoint
-from galaxymorph.preprocess.augment import SurveyAugmentation, centre_view, survey_augment, symmetry_augment
+from galaxymorph.preprocess.augment import SurveyAugmentation, survey_augment, symmetry_augment
 from galaxymorph.sources import iter_inputs
 from galaxymorph.training.data import decode_files, training_preprocessing
-from galaxymorph.training.train import RECALIBRATION_IMAGES, get_lr, recalibrate_batch_norm
+from galaxymorph.training.train import (RECALIBRATION_IMAGES, centre_batches, get_lr, recalibrate_batch_norm,
+                                        training_device)
 
 
 @dataclass
@@ -54,12 +57,16 @@ class PretrainConfig:
     survey_augmentation: SurveyAugmentation = field(default_factory=SurveyAugmentation)
     seed: int = SPLIT_SEED
     workers: int | None = None
+    device: str | None = None
+    """Where the encoder trains (None: a GPU when there is one); augmentation stays on the CPU."""
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     progress: bool = True
     use_cache: bool = True
 
     def __post_init__(self) -> None:
         self.workers = default_workers(self.workers)
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError(f"pre-training needs at least 1 epoch and 2 galaxies a batch, got {self.epochs} and {self.batch_size}")
         if not 0.0 < self.zoom_range[0] <= self.zoom_range[1]:
             raise ValueError(f"zoom_range must be a positive range, got {self.zoom_range}")
         if self.temperature <= 0:
@@ -100,7 +107,7 @@ def pretraining_images(config: PretrainConfig) -> np.ndarray:
                                   use_cache=config.use_cache)
     failed = [error for error in errors if error]
     if failed:
-        tqdm.write(f"{len(failed)} unreadable images left out of pre-training, e.g. {failed[0]}", file=sys.stderr)
+        warnings.warn(f"{len(failed)} unreadable images left out of pre-training, e.g. {failed[0]}", stacklevel=3)
     good = np.array([not error for error in errors])
     if good.sum() < 2:
         raise CatalogError("pre-training needs at least two readable images")
@@ -108,12 +115,16 @@ def pretraining_images(config: PretrainConfig) -> np.ndarray:
 
 
 def pretrain(config: PretrainConfig) -> Path:
-    """Train an encoder without labels; writes (and rewrites after each epoch) its checkpoint."""
+    """Train an encoder without labels; writes its checkpoint after each epoch (the last one kept)."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    device = training_device(config.device)
     images = pretraining_images(config)
+    recalibration_rows = np.sort(np.random.default_rng(config.seed).permutation(len(images))[:RECALIBRATION_IMAGES])
     model = create_model(config.architecture, classes=BINARY_CLASSES)
     head = projection_head(model.output_layer().in_features, config.projection_size)
+    model.to(device)
+    head.to(device)
     optimizer = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     batch_size = min(config.batch_size, len(images))
@@ -121,13 +132,14 @@ def pretrain(config: PretrainConfig) -> Path:
     total_steps, warmup_steps = steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch)
     history, step, weights = [], 0, None
     for epoch in range(1, config.epochs + 1):
-        model.train(), head.train()
+        model.train()
+        head.train()
         started, losses = time.perf_counter(), []
         order = torch.randperm(len(images), generator=generator).numpy()
         for start in tqdm(range(0, steps_per_epoch * batch_size, batch_size), desc=f"epoch {epoch}/{config.epochs}",
                           disable=not (config.progress and sys.stderr.isatty()), leave=False):
             batch = torch.from_numpy(images[order[start:start + batch_size]])
-            first, second = random_view(batch, generator, config), random_view(batch, generator, config)
+            first, second = (random_view(batch, generator, config).to(device) for _ in range(2))
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, total_steps, warmup_steps, config.learning_rate)
             loss = contrastive_loss(*(head(_pooled(model, view)) for view in (first, second)), config.temperature)
@@ -140,7 +152,7 @@ def pretrain(config: PretrainConfig) -> Path:
         if config.progress:
             tqdm.write(f"epoch {epoch}/{config.epochs}: contrastive loss {history[-1]['train_loss']:.4f}, "
                        f"{history[-1]['seconds']:.0f} s")
-        weights = _save_encoder(model, images, config, history)
+        weights = _save_encoder(model, images[recalibration_rows], config, history, images=len(images), device=device)
     return weights
 
 
@@ -148,17 +160,16 @@ def _pooled(model: GalaxyClassifier, images: torch.Tensor) -> torch.Tensor:
     return model.forward_features(images).mean(dim=(2, 3))
 
 
-def _save_encoder(model: GalaxyClassifier, images: np.ndarray, config: PretrainConfig, history: list[dict]) -> Path:
-    """The encoder as a checkpoint, its batch-norm statistics those of plain (un-augmented) inputs."""
-    saved = create_model(config.architecture, classes=BINARY_CLASSES)
-    saved.load_state_dict(model.state_dict())
-    size = config.preprocessing.image_size
-    batches = [centre_view(torch.from_numpy(images[i:i + config.batch_size]), size)
-               for i in range(0, min(len(images), RECALIBRATION_IMAGES), config.batch_size)]
-    recalibrate_batch_norm(saved, batches, [])
+def _save_encoder(model: GalaxyClassifier, sample: np.ndarray, config: PretrainConfig, history: list[dict], *,
+                  images: int, device: torch.device) -> Path:
+    """The encoder as a checkpoint, its batch-norm statistics those of a `sample` of its `images`
+    un-augmented."""
+    saved = copy.deepcopy(model).cpu()
+    recalibrate_batch_norm(saved, centre_batches(sample, np.arange(len(sample)), config.preprocessing.image_size,
+                                                 config.batch_size), [])
     record = {key: value for key, value in asdict(config).items()
-              if key not in ("output", "architecture", "preprocessing", "workers", "progress", "use_cache")}
-    record.update(inputs=[str(path) for path in config.inputs], images=len(images), objective="SimCLR (NT-Xent)",
+              if key not in ("output", "architecture", "preprocessing", "workers", "device", "progress", "use_cache")}
+    record.update(inputs=[str(path) for path in config.inputs], images=images, device=device.type, objective="SimCLR (NT-Xent)",
                   optimizer="AdamW", schedule="linear warm-up, cosine decay", history=history)
     return save_checkpoint(saved, config.output, architecture=config.architecture, preprocessing=config.preprocessing,
                            encoder_only=True, training=record)

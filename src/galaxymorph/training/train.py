@@ -184,6 +184,12 @@ def set_training_mode(model: GalaxyClassifier, frozen: list[torch.nn.Module]) ->
 
 
 @torch.no_grad()
+def centre_batches(images: np.ndarray, rows: np.ndarray, image_size: int, batch_size: int) -> list[torch.Tensor]:
+    """The un-augmented model inputs (`centre_view`) of training views `images[rows]`, in batches."""
+    return [centre_view(torch.from_numpy(images[rows[i:i + batch_size]]), image_size)
+            for i in range(0, len(rows), batch_size)]
+
+
 def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor],
                            frozen: list[torch.nn.Module]) -> None:
     """Recompute the trainable batch-norm statistics for the current weights, as an exact average
@@ -501,9 +507,8 @@ def run_epochs(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, data: 
     permutation = mirror_permutation(model.classes)
     steps_per_epoch = math.ceil(len(data.train_rows) / config.batch_size)
     total_steps, warmup_steps = steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch)
-    recalibration_rows = data.train_rows[:RECALIBRATION_IMAGES]
-    recalibration_batches = [centre_view(torch.from_numpy(data.training.images[recalibration_rows[i:i + config.batch_size]]),
-                                         image_size).to(device) for i in range(0, len(recalibration_rows), config.batch_size)]
+    recalibration_batches = [batch.to(device) for batch in centre_batches(
+        data.training.images, data.train_rows[:RECALIBRATION_IMAGES], image_size, config.batch_size)]
     averaged = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.weight_averaging))
         if config.weight_averaging else None)
