@@ -292,10 +292,12 @@ def predict(inputs: Iterable[str | os.PathLike | CatalogRow], model: str | os.Pa
     `inputs` are image files, folders, catalogs, HDF5 arrays, tar shards, or `CatalogRow`s; `model`
     a bundled model name, a checkpoint path or an already loaded model.
     """
-    loaded = load_model(model)
-    classifier = Classifier(loaded, backend=options.backend, threads=options.inference_threads(), tta=options.tta,
-                            features=options.head == "embedding")
-    yield from classifier.classify_rows(_as_rows(inputs), options=options)
+    yield from _classifier(load_model(model), options).classify_rows(_as_rows(inputs), options=options)
+
+
+def _classifier(loaded: LoadedModel, options: PredictOptions) -> Classifier:
+    return Classifier(loaded, backend=options.backend, threads=options.inference_threads(), tta=options.tta,
+                      features=options.head == "embedding")
 
 
 @dataclass(frozen=True)
@@ -329,8 +331,7 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
 
     output = check_output_path(output)
     loaded = load_model(model)
-    if options.head != "embedding":
-        loaded.require_trained_head()
+    classifier = _classifier(loaded, options)  # before the output is opened: an encoder is refused here
     settings = {"model": loaded.name, "classes": list(loaded.classes), "tta": options.tta, "head": options.head}
     failed, input_errors = 0, []
     listed = isinstance(inputs, (list, tuple))  # never consume an iterator
@@ -338,13 +339,12 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
     show_progress = options.progress and sys.stderr.isatty()
     if total is None and show_progress and listed and not any(isinstance(item, CatalogRow) for item in inputs):
         total = count_inputs(inputs)
-    backend = _resolve_backend(options.backend, loaded, features=options.head == "embedding")
-    stamp = provenance(loaded, tta=options.tta, backend=backend)
+    stamp = provenance(loaded, tta=options.tta, backend=classifier.backend)
     with open_catalog_writer(output, resume=resume, chunk_rows=chunk_rows, settings=settings, provenance=stamp) as writer, \
             tqdm(desc="classify", unit="img", total=total, initial=writer.rows_done, disable=not show_progress) as bar:
         done = writer.rows_done
         remaining = inputs(done) if callable(inputs) else islice(_as_rows(inputs), done, None)
-        for rows in predict(remaining, loaded, options=options):
+        for rows in classifier.classify_rows(_as_rows(remaining), options=options):
             writer.write(rows)
             failed += sum(1 for row in rows if row["error"])
             input_errors += [row["error"] for row in rows if row["error"] and row["file"] in given]

@@ -47,9 +47,9 @@ def synthetic_galaxy(kind: str, rng: np.random.Generator, *, size: int = 128, sc
         light = (np.exp(-radius / length) * arms + bulge) * 0.4
     colour = np.array(_COLOURS[kind]) * rng.uniform(0.8, 1.2)
     image = light[..., None] * colour
+    star = 1.2 * size / 128  # the stars' width in px: the seeing, whatever the galaxy's size
     for _ in range(rng.integers(1, 5)):
         sy, sx = rng.uniform(0, size, 2)
-        star = 1.2 * size / 128
         image += rng.uniform(0.2, 3) * np.exp(-((y + (size - 1) / 2 - sy) ** 2 + (x + (size - 1) / 2 - sx) ** 2) / (2 * star ** 2))[..., None] * rng.uniform(0.6, 1.0, 3)
     image += rng.normal(0.0, 0.012, image.shape)
     stretched = np.arcsinh(np.clip(image, 0, None) / 0.03) / np.arcsinh(1.5 / 0.03)

@@ -120,7 +120,8 @@ def pretrain(config: PretrainConfig) -> Path:
     generator = torch.Generator().manual_seed(config.seed)
     device = training_device(config.device)
     images = pretraining_images(config)
-    recalibration_rows = np.sort(np.random.default_rng(config.seed).permutation(len(images))[:RECALIBRATION_IMAGES])
+    sample = np.sort(np.random.default_rng(config.seed).permutation(len(images))[:RECALIBRATION_IMAGES])
+    recalibration_batches = centre_batches(images, sample, config.preprocessing.image_size, config.batch_size)
     model = create_model(config.architecture, classes=BINARY_CLASSES)
     head = projection_head(model.output_layer().in_features, config.projection_size)
     model.to(device)
@@ -152,7 +153,7 @@ def pretrain(config: PretrainConfig) -> Path:
         if config.progress:
             tqdm.write(f"epoch {epoch}/{config.epochs}: contrastive loss {history[-1]['train_loss']:.4f}, "
                        f"{history[-1]['seconds']:.0f} s")
-        weights = _save_encoder(model, images[recalibration_rows], config, history, images=len(images), device=device)
+        weights = _save_encoder(model, recalibration_batches, config, history, images=len(images), device=device)
     return weights
 
 
@@ -160,13 +161,12 @@ def _pooled(model: GalaxyClassifier, images: torch.Tensor) -> torch.Tensor:
     return model.forward_features(images).mean(dim=(2, 3))
 
 
-def _save_encoder(model: GalaxyClassifier, sample: np.ndarray, config: PretrainConfig, history: list[dict], *,
-                  images: int, device: torch.device) -> Path:
-    """The encoder as a checkpoint, its batch-norm statistics those of a `sample` of its `images`
-    un-augmented."""
+def _save_encoder(model: GalaxyClassifier, recalibration_batches: list[torch.Tensor], config: PretrainConfig,
+                  history: list[dict], *, images: int, device: torch.device) -> Path:
+    """The encoder as a checkpoint, its batch-norm statistics those of `recalibration_batches` (a
+    sample of its `images`, un-augmented)."""
     saved = copy.deepcopy(model).cpu()
-    recalibrate_batch_norm(saved, centre_batches(sample, np.arange(len(sample)), config.preprocessing.image_size,
-                                                 config.batch_size), [])
+    recalibrate_batch_norm(saved, recalibration_batches, [])
     record = {key: value for key, value in asdict(config).items()
               if key not in ("output", "architecture", "preprocessing", "workers", "device", "progress", "use_cache")}
     record.update(inputs=[str(path) for path in config.inputs], images=images, device=device.type, objective="SimCLR (NT-Xent)",

@@ -183,13 +183,13 @@ def set_training_mode(model: GalaxyClassifier, frozen: list[torch.nn.Module]) ->
             parameter.requires_grad_(False)
 
 
-@torch.no_grad()
 def centre_batches(images: np.ndarray, rows: np.ndarray, image_size: int, batch_size: int) -> list[torch.Tensor]:
     """The un-augmented model inputs (`centre_view`) of training views `images[rows]`, in batches."""
     return [centre_view(torch.from_numpy(images[rows[i:i + batch_size]]), image_size)
             for i in range(0, len(rows), batch_size)]
 
 
+@torch.no_grad()
 def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor],
                            frozen: list[torch.nn.Module]) -> None:
     """Recompute the trainable batch-norm statistics for the current weights, as an exact average
