@@ -1,13 +1,14 @@
 """CPU time per image of decoding, framing and resampling: the numpy/PIL reference against the
 compiled path (simplejpeg + numba), one process, and whether their model inputs are the same.
 
-Usage: python benchmarks/framing_speed.py [--images 300] [--repeats 5] [--identity 5665]
+Usage: python benchmarks/framing_speed.py [--images 300] [--repeats 5] [--identity 5665] [--batched]
 
 Times are CPU seconds of this process (`time.process_time`) over the first `--images` gz1-sdss
 JPEGs, each stage timed over all images in turn, the two paths alternated `--repeats` times and the
 medians kept. The reference is the code before the compiled path: PIL's reduced-scale JPEG decode,
 PIL's grey conversion and reduction, numpy/scipy framing and numpy resampling. The identity check
-reads `--identity` images both ways (0: none).
+reads `--identity` images both ways (0: none). `--batched` also compares the batched torch framing
+(`preprocess.batched`, the GPU's path) run on this CPU with the compiled path on those images.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ GZ1_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz1-sdss
 
 def pil_decode(path: Path, preprocessing: Preprocessing) -> Image.Image:
     image = Image.open(path)
-    image.draft("RGB", (decode._decoded_side(preprocessing),) * 2)
+    image.draft("RGB", (decode.decoded_side(preprocessing),) * 2)
     return image.convert("RGB")
 
 
@@ -66,12 +67,39 @@ def identity(files: list[Path], preprocessing: Preprocessing) -> tuple[float, in
     return worst, identical, flags
 
 
+def batched_identity(files: list[Path], preprocessing: Preprocessing, batch_size: int = 256) -> dict:
+    """`frame_batch` on this CPU against `read_model_input`, images grouped by decoded size."""
+    import torch
+
+    from galaxymorph.preprocess.batched import frame_batch
+
+    sizes: dict[tuple, list] = {}
+    for path in files:
+        pixels = decode.read_jpeg_pixels(path, preprocessing)
+        sizes.setdefault(pixels.shape, []).append((path, pixels))
+    worst, flags, seconds = 0.0, 0, 0.0
+    for members in sizes.values():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start:start + batch_size]
+            started = time.process_time()
+            framed = frame_batch(torch.from_numpy(np.stack([pixels for _, pixels in chunk])), preprocessing)
+            seconds += time.process_time() - started
+            for i, (path, _) in enumerate(chunk):
+                expected = read_model_input(path, preprocessing)
+                worst = max(worst, float(np.abs(framed.inputs[i].numpy() - expected.pixels).max()))
+                flags += (bool(framed.galaxy_found[i]), bool(framed.galaxy_truncated[i])) != \
+                    (expected.galaxy_found, expected.galaxy_truncated)
+    return {"images": len(files), "sizes": {f"{h}x{w}": len(m) for (h, w, _), m in sizes.items()},
+            "worst": worst, "flags": flags, "ms": seconds / len(files) * 1e3}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300, help="images timed")
     parser.add_argument("--repeats", type=int, default=5, help="alternated runs of each path")
     parser.add_argument("--identity", type=int, default=5665, help="images compared both ways (0: none)")
     parser.add_argument("--sources", type=Path, default=GZ1_IMAGES, help="folder of JPEG cutouts")
+    parser.add_argument("--batched", action="store_true", help="also compare the batched torch framing")
     args = parser.parse_args()
     all_files = sorted(path for path in args.sources.iterdir() if path.suffix.lower() in (".jpg", ".jpeg"))
     files = all_files[:args.images]
@@ -98,6 +126,14 @@ def main() -> None:
         count = min(args.identity, len(all_files))
         print(f"identity on {count} images: largest input difference {worst:.1e} (goal <= 1e-6), "
               f"{identical} bit-identical, {flags} with other framing flags")
+    if args.batched:
+        import torch
+
+        torch.set_num_threads(1)
+        figures = batched_identity(all_files[:args.identity or len(all_files)], preprocessing)
+        print(f"batched torch framing on this CPU (one thread, float64): {figures['ms']:.2f} ms of a core per image; "
+              f"against the compiled path on {figures['images']} images ({figures['sizes']}): largest input "
+              f"difference {figures['worst']:.1e} (goal <= 1e-3 on a GPU), {figures['flags']} with other framing flags")
 
 
 if __name__ == "__main__":

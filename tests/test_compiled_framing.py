@@ -71,7 +71,7 @@ def test_simplejpeg_decodes_the_pixels_pil_decodes_at_the_same_scale(galaxies):
         if path.suffix != ".jpeg":
             continue
         image = Image.open(path)
-        image.draft("RGB", (decode._decoded_side(Preprocessing()),) * 2)
+        image.draft("RGB", (decode.decoded_side(Preprocessing()),) * 2)
         expected = np.asarray(image.convert("RGB"))
         decoded = decode._decode_jpeg_reduced(path, Preprocessing(), None, 10**8)
         assert decoded is not None and np.array_equal(decoded, expected), path

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from galaxymorph.preprocess.parallel import DecodedBatch, decode_in_batches
 from galaxymorph.sources import iter_inputs
 from galaxymorph.typicality import FeatureDensity
 
+if TYPE_CHECKING:
+    import torch
+
 BACKENDS = ("auto", "cuda", "onnx", "onnx-int8", "torch")
 HEADS = ("morphology", "embedding")
 
@@ -42,7 +46,10 @@ class PredictOptions:
     test-time augmentation (`tta`: average over the 8 rotations and mirror images of each input),
     and the largest image read (`max_pixels`; larger ones get an error row from their header).
     `workers` None means one decoding process per core (`config.default_workers`). `head` says what
-    each row holds: the morphology columns, or the image's `embedding` (`Classifier.embeddings`)."""
+    each row holds: the morphology columns, or the image's `embedding` (`Classifier.embeddings`).
+    `batched_framing`: the decoding processes only decode JPEGs, and their framing and resampling
+    run in batches on the back-end's device (`preprocess.batched`; the same inputs to about 1e-8);
+    None means with the cuda back-end only."""
 
     batch_size: int = BATCH_SIZE
     workers: int | None = None
@@ -52,6 +59,7 @@ class PredictOptions:
     progress: bool = False
     max_pixels: int = MAX_PIXELS
     head: str = "morphology"
+    batched_framing: bool | None = None
 
     def inference_threads(self) -> int | None:
         """`threads`, else one thread when decoding processes take every core (more would only
@@ -123,10 +131,10 @@ class Classifier:
             self._gpu_model, self._staging = _cuda_model(loaded), None
         self._torch_threads = threads if self.backend in ("cuda", "torch") else None  # cuda: the host-side copies
 
-    def scores(self, images: np.ndarray) -> Scores:
-        """`Scores` for model inputs (N, 3, S, S) in [0, 1]: probabilities, the spread of p_spiral
-        over the ensemble's members and the test-time views, and the out-of-distribution score
-        (averaged over the views)."""
+    def scores(self, images: np.ndarray | torch.Tensor) -> Scores:
+        """`Scores` for model inputs (N, 3, S, S) in [0, 1] (an array, or a tensor on the back-end's
+        device): probabilities, the spread of p_spiral over the ensemble's members and the test-time
+        views, and the out-of-distribution score (averaged over the views)."""
         from galaxymorph.preprocess.augment import MIRRORED_VIEWS, SYMMETRY_VIEWS, symmetry_views
 
         views = SYMMETRY_VIEWS if self.tta else 1
@@ -151,11 +159,13 @@ class Classifier:
         scores = self.scores(images)
         return scores.probabilities, scores.spread
 
-    def member_outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def member_outputs(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits (N, M, K) of the M members (M = 1 for a single model) and their features (N, M,
         D), as float64; features are None from an ONNX graph exported before it had them."""
         import torch
 
+        if isinstance(images, torch.Tensor) and images.device.type == "cpu":
+            images = images.numpy()
         with torch.inference_mode(), _torch_threads(self._torch_threads):
             if self.backend in ("onnx", "onnx-int8"):
                 inputs = {"images": np.ascontiguousarray(images, dtype=np.float32)}
@@ -168,35 +178,75 @@ class Classifier:
                 logits, features = self.loaded.model.member_outputs(torch.from_numpy(images))
             return logits.double().numpy(), features.double().numpy()
 
-    def _cuda_outputs(self, images: np.ndarray):
-        """Copy the batch into a pinned buffer, then to the GPU without blocking; member logits and
-        features come back as float32."""
+    def _cuda_outputs(self, images: np.ndarray | torch.Tensor):
+        """Copy the batch into a pinned buffer, then to the GPU without blocking (a batch already
+        there stays); member logits and features come back as float32."""
         import torch
 
+        if isinstance(images, torch.Tensor):
+            return self._gpu_outputs(images)
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         if self._staging is None or self._staging.shape[0] < len(batch) or self._staging.shape[1:] != batch.shape[1:]:
             self._staging = torch.empty(batch.shape, dtype=torch.float32).pin_memory()
         staged = self._staging[:len(batch)]
         staged.copy_(batch)
-        on_gpu = staged.to("cuda", non_blocking=True).contiguous(memory_format=torch.channels_last)
+        return self._gpu_outputs(staged.to("cuda", non_blocking=True))
+
+    def _gpu_outputs(self, on_gpu: torch.Tensor):
+        import torch
+
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits, features = self._gpu_model.member_outputs(on_gpu)
+            logits, features = self._gpu_model.member_outputs(on_gpu.contiguous(memory_format=torch.channels_last))
         return logits.float().cpu(), features.float().cpu()  # waits for the GPU, so the pinned buffer is free again
 
     def classify_rows(self, rows: Iterable[CatalogRow], *, options: PredictOptions = PredictOptions()) -> Iterator[list[dict]]:
         """Output rows for input rows, batch by batch, decoding in `options.workers` processes."""
         preprocessing = self.loaded.preprocessing
+        batched = options.batched_framing if options.batched_framing is not None else self.backend == "cuda"
         for decoded in decode_in_batches(rows, preprocessing, file_of=lambda row: None if row.error else row.file,
                                          batch_size=options.batch_size, workers=options.workers,
-                                         max_pixels=options.max_pixels):
+                                         max_pixels=options.max_pixels, raw=batched, pin=batched and self.backend == "cuda"):
             yield self.embedding_rows(decoded) if options.head == "embedding" else self.rows(decoded)
+
+    def model_inputs(self, decoded: DecodedBatch[CatalogRow]) -> np.ndarray | torch.Tensor:
+        """The batch's model inputs: its raw JPEG pixels (`DecodedBatch.raw`) framed in batches of
+        one size by `preprocess.batched` on the back-end's device, the rest as decoded; a tensor on
+        the GPU with the cuda back-end, else an array. Fills in the framed items' galaxy flags."""
+        raw = decoded.raw
+        if raw is None or not raw.used:
+            return decoded.images
+        import torch
+
+        from galaxymorph.preprocess.batched import frame_batch
+
+        device = "cuda" if self.backend == "cuda" else "cpu"
+        with torch.inference_mode(), _torch_threads(self._torch_threads):
+            images = torch.from_numpy(decoded.images).to(device, non_blocking=True)
+            packed = torch.from_numpy(raw.buffer[:raw.used]).to(device, non_blocking=True)
+            sizes: dict[tuple[int, int], list[int]] = {}
+            for i, shape in enumerate(raw.shapes):
+                if shape is not None:
+                    sizes.setdefault(shape, []).append(i)
+            for (height, width), members in sizes.items():
+                span = height * width * CHANNELS
+                first = raw.offsets[members[0]]
+                if all(raw.offsets[i] == first + k * span for k, i in enumerate(members)):  # packed in a row: a view
+                    pixels = packed[first:first + len(members) * span]
+                else:
+                    pixels = torch.stack([packed[raw.offsets[i]:raw.offsets[i] + span] for i in members])
+                framed = frame_batch(pixels.reshape(-1, height, width, CHANNELS), self.loaded.preprocessing)
+                images[torch.tensor(members, device=device)] = framed.inputs
+                if framed.galaxy_found is not None:
+                    for i, found, truncated in zip(members, framed.galaxy_found.tolist(), framed.galaxy_truncated.tolist()):
+                        decoded.galaxy_found[i], decoded.galaxy_truncated[i] = found, truncated
+        return images if device == "cuda" else images.numpy()
 
     def rows(self, decoded: DecodedBatch[CatalogRow]) -> list[dict]:
         """One output row per item; failed items keep their reason and empty probabilities."""
         good = self.decoded_well(decoded)
         scores = Scores.missing(len(decoded.items), len(self.classes))
         if good.any():
-            scores[good] = self.scores(decoded.images[good])
+            scores[good] = self.scores(_selected(self.model_inputs(decoded), good))
         return self.build_rows(decoded, scores)
 
     def embeddings(self, images: np.ndarray) -> np.ndarray:
@@ -218,7 +268,7 @@ class Classifier:
         good = self.decoded_well(decoded)
         vectors = np.full((len(decoded.items), self.embedding_size), np.nan, dtype=np.float32)
         if good.any():
-            vectors[good] = self.embeddings(decoded.images[good])
+            vectors[good] = self.embeddings(_selected(self.model_inputs(decoded), good))
         return [{**_input_columns(item, {"embedding", "error"}), "id": item.id,
                  "file": str(item.file.resolve()) if isinstance(item.file, Path) else str(item.file or ""),
                  "embedding": vector, "error": error}
@@ -275,6 +325,15 @@ class Classifier:
 OUTPUT_COLUMNS = ("id", "file", "label", "p_spiral", "p_spiral_std", "p_galaxy", "ood_score", "confident", "class",
                   "galaxy_found", "galaxy_truncated", "error")
 """The columns a catalog row has besides the input's own and the class probabilities `p_CLASS`."""
+
+
+def _selected(images: np.ndarray | torch.Tensor, chosen: np.ndarray) -> np.ndarray | torch.Tensor:
+    """The images (array or tensor) where the boolean `chosen` is true."""
+    if isinstance(images, np.ndarray):
+        return images[chosen]
+    import torch
+
+    return images[torch.from_numpy(chosen).to(images.device)]
 
 
 def _binary_label(p_spiral: float, p_galaxy: float) -> str:

@@ -160,13 +160,17 @@ MIRRORED_VIEWS = slice(4, 8)
 """Of the stacked symmetry views, these are mirror images (their winding labels are swapped)."""
 
 
-def symmetry_views(images: np.ndarray) -> np.ndarray:
-    """The 8 symmetries of a square image batch (N, C, S, S), stacked view-major into (8 N, C, S, S).
+def symmetry_views(images: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """The 8 symmetries of a square image batch (N, C, S, S), an array or a tensor, stacked
+    view-major into (8 N, C, S, S).
 
     Rotations by 0, 90, 180 and 270 degrees, then the same four mirrored. The set of views of a
     rotated galaxy is the set of views of the galaxy, so averaging over them gives identical
     predictions for a galaxy and its 90-degree rotations.
     """
+    if isinstance(images, torch.Tensor):
+        rotations = [torch.rot90(images, k, dims=(2, 3)) for k in range(4)]
+        return torch.cat(rotations + [view.flip(-1) for view in rotations])
     rotations = [np.rot90(images, k, axes=(2, 3)) for k in range(4)]
     return np.ascontiguousarray(np.concatenate(rotations + [view[..., ::-1] for view in rotations]))
 

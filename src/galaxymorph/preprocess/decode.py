@@ -72,6 +72,18 @@ def read_model_input(path: str | os.PathLike, preprocessing: Preprocessing = Pre
         return _load_pil(path, preprocessing, max_pixels=max_pixels)
 
 
+def read_jpeg_pixels(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing(), *,
+                     max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
+    """The 8-bit RGB pixels (H, W, 3) of a JPEG decoded at the reduced scale that `read_model_input`
+    frames, for framing elsewhere (`preprocess.batched`); None for a file that only
+    `read_model_input` reads (not a JPEG, or one that simplejpeg leaves to PIL)."""
+    path = Path(path)
+    with _read_errors_named(path):
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "file is empty")
+        return _decode_jpeg_reduced(path, preprocessing, None, max_pixels)
+
+
 def decode_bytes(data: bytes, name: str, preprocessing: Preprocessing = Preprocessing(), *,
                  max_pixels: int = MAX_PIXELS) -> ModelInput:
     """`read_model_input` for a file held in memory (an upload); `name` labels the errors."""
@@ -147,7 +159,7 @@ def _load_pil(path: Path | str, preprocessing: Preprocessing, source: io.BytesIO
         _check_pixels(path, image.width, image.height, max_pixels)
         if image.format == "JPEG":
             _check_jpeg_holds_its_pixels(path, image.width, image.height, _byte_count(path, source))
-            image.draft("RGB", (_decoded_side(preprocessing),) * 2)
+            image.draft("RGB", (decoded_side(preprocessing),) * 2)
         image.load()
         _check_size(path, image.width, image.height)
         if image.mode in _16_BIT_MODES or image.mode == "F":
@@ -182,7 +194,7 @@ def _decode_jpeg_reduced(path: Path | str, preprocessing: Preprocessing, source:
         return None
     _check_pixels(path, width, height, max_pixels)
     _check_jpeg_holds_its_pixels(path, width, height, len(data))
-    wanted = _decoded_side(preprocessing)
+    wanted = decoded_side(preprocessing)
     scale = next((s for s in (8, 4, 2) if min(width // wanted, height // wanted) >= s), 1)  # as PIL's draft chooses
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-height // scale),
@@ -203,7 +215,7 @@ def _is_multi_picture(data: bytes) -> bool:
     return False
 
 
-def _decoded_side(preprocessing: Preprocessing) -> int:
+def decoded_side(preprocessing: Preprocessing) -> int:
     """JPEGs are decoded at the smallest scale of 1/2, 1/4 or 1/8 that still covers this side."""
     return math.ceil(preprocessing.image_size / preprocessing.crop_fraction)
 

@@ -8,6 +8,7 @@ whoever consumes them.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import secrets
@@ -28,7 +29,7 @@ import numpy as np
 
 from galaxymorph.config import CHANNELS, MAX_PIXELS, Preprocessing
 from galaxymorph.errors import ImageReadError
-from galaxymorph.preprocess.decode import ModelInput, read_model_input
+from galaxymorph.preprocess.decode import ModelInput, decoded_side, read_jpeg_pixels, read_model_input
 
 Item = TypeVar("Item")
 BATCHES_IN_FLIGHT_PER_WORKER = 2
@@ -44,16 +45,42 @@ class ImageSource(Protocol):
 
 
 @dataclass
+class RawPixels:
+    """The 8-bit RGB pixels of the JPEGs of a batch that were decoded but not framed, packed one
+    after another in `buffer`: item i's (H, W, 3) start at `offsets[i]`; `shapes[i]` is None for an
+    item that was framed where it was decoded (or failed)."""
+
+    buffer: np.ndarray
+    shapes: list[tuple[int, int] | None]
+    offsets: list[int]
+    used: int
+    """The bytes at the start of `buffer` that hold pixels."""
+
+    def pixels(self, i: int) -> np.ndarray:
+        height, width = self.shapes[i]
+        return self.buffer[self.offsets[i]:self.offsets[i] + height * width * CHANNELS].reshape(height, width, CHANNELS)
+
+
+def raw_capacity(preprocessing: Preprocessing, batch_size: int) -> int:
+    """Bytes for a batch of raw JPEG pixels: reduced-scale decodes are at most about twice the
+    decoded side a side (larger ones, and those that no longer fit, are framed by the worker)."""
+    return batch_size * (2 * decoded_side(preprocessing)) ** 2 * CHANNELS
+
+
+@dataclass
 class DecodedBatch(Generic[Item]):
     """Items with their model inputs (zeros where decoding failed), error reasons ('' when fine) and,
     with framing on, whether a central galaxy was found and whether it runs off the image. From `decode_in_batches` with workers,
-    `images` lies in shared memory that the next batch reuses: copy it to keep it."""
+    `images` lies in shared memory that the next batch reuses: copy it to keep it. With `raw`
+    decoding, the JPEGs' pixels are in `raw` instead, their inputs still zeros and their framing
+    flags None, for `preprocess.batched` to frame."""
 
     items: list[Item]
     images: np.ndarray
     errors: list[str]
     galaxy_found: list[bool | None]
     galaxy_truncated: list[bool | None]
+    raw: RawPixels | None = None
 
     @classmethod
     def of(cls, items: list[Item], decoded: Sequence[ModelInput | ImageReadError], size: int) -> DecodedBatch[Item]:
@@ -66,20 +93,26 @@ class DecodedBatch(Generic[Item]):
 
 
 def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Preprocessing, *,
-                 out: np.ndarray | None = None, max_pixels: int = MAX_PIXELS) -> DecodedBatch[Path | ImageSource | None]:
+                 out: np.ndarray | None = None, max_pixels: int = MAX_PIXELS,
+                 raw: np.ndarray | None = None) -> DecodedBatch[Path | ImageSource | None]:
     """Decode files into (N, 3, S, S) float32 (into `out` when given); a failed file leaves zeros
-    and its reason in errors, whatever went wrong: one file never ends a batch.
+    and its reason in errors, whatever went wrong: one file never ends a batch. Given a `raw` byte
+    buffer, JPEG files are only decoded, their pixels packed into it while they fit (`RawPixels`).
 
     A `None` file is a row that failed before decoding; its slot stays empty with no error here.
     """
     size = preprocessing.image_size
     images = np.empty((len(files), CHANNELS, size, size), dtype=np.float32) if out is None else out
     batch = DecodedBatch(list(files), images, [""] * len(files), [None] * len(files), [None] * len(files))
+    if raw is not None:
+        batch.raw = RawPixels(raw, [None] * len(files), [0] * len(files), 0)
     for i, file in enumerate(files):
         images[i] = 0.0
         if file is None:
             continue
         try:
+            if batch.raw is not None and isinstance(file, Path) and _packed(batch.raw, i, file, preprocessing, max_pixels):
+                continue
             decoded = (file.model_input(preprocessing, max_pixels) if isinstance(file, ImageSource)
                        else read_model_input(file, preprocessing, max_pixels=max_pixels))
         except ImageReadError as exc:
@@ -91,6 +124,18 @@ def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Prep
     return batch
 
 
+def _packed(raw: RawPixels, i: int, file: Path, preprocessing: Preprocessing, max_pixels: int) -> bool:
+    """Decode a JPEG's pixels into the free space of `raw` as item i; False when the file is not
+    one that `read_jpeg_pixels` reads or its pixels no longer fit."""
+    pixels = read_jpeg_pixels(file, preprocessing, max_pixels=max_pixels)
+    if pixels is None or raw.used + pixels.size > len(raw.buffer):
+        return False
+    raw.buffer[raw.used:raw.used + pixels.size] = pixels.ravel()
+    raw.shapes[i], raw.offsets[i] = pixels.shape[:2], raw.used
+    raw.used += pixels.size
+    return True
+
+
 def decode_in_batches(
     items: Iterable[Item],
     preprocessing: Preprocessing,
@@ -99,8 +144,12 @@ def decode_in_batches(
     batch_size: int,
     workers: int,
     max_pixels: int = MAX_PIXELS,
+    raw: bool = False,
+    pin: bool = False,
 ) -> Iterator[DecodedBatch[Item]]:
-    """Yield decoded batches of `items`, in input order.
+    """Yield decoded batches of `items`, in input order; with `raw`, JPEG files come as pixels to
+    frame (`DecodedBatch.raw`), the rest as model inputs. With `pin`, the shared memory is
+    page-locked for CUDA once the workers have started, so that batches go to the GPU without staging.
 
     `workers=0` decodes in this process; otherwise a pool of processes (the platform's default start
     method, so scripts without a `__main__` guard work on Linux) decodes into shared memory while
@@ -108,9 +157,11 @@ def decode_in_batches(
     """
     iter_items = iter(items)
     batches = iter(lambda: list(islice(iter_items, batch_size)), [])
+    raw_bytes = raw_capacity(preprocessing, batch_size) if raw else 0
     if workers <= 0:
         for batch in batches:
-            yield replace(decode_files([file_of(item) for item in batch], preprocessing, max_pixels=max_pixels), items=batch)
+            yield replace(decode_files([file_of(item) for item in batch], preprocessing, max_pixels=max_pixels,
+                                       raw=np.empty(raw_bytes, np.uint8) if raw else None), items=batch)
         return
     in_flight = workers * BATCHES_IN_FLIGHT_PER_WORKER
     shape = (batch_size, CHANNELS, preprocessing.image_size, preprocessing.image_size)
@@ -119,11 +170,11 @@ def decode_in_batches(
         from galaxymorph.preprocess import compiled
 
         compiled.warm_up()
-    with _shared_blocks(in_flight + 1, shape, inherited=context.get_start_method() == "fork") as blocks, \
+    with _shared_blocks(in_flight + 1, _float_bytes(shape) + raw_bytes, inherited=context.get_start_method() == "fork") as blocks, \
             ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
                                 initargs=(os.getpid(),)) as pool:
-        yield from _pipelined(pool, batches, partial(_decode_into_block, preprocessing=preprocessing, max_pixels=max_pixels),
-                              file_of, blocks, shape)
+        yield from _pipelined(pool, batches, partial(_decode_into_block, preprocessing=preprocessing, max_pixels=max_pixels,
+                                                     raw_bytes=raw_bytes), file_of, blocks, shape, raw_bytes, pin)
 
 
 def model_inputs(files: Sequence[Path], preprocessing: Preprocessing, workers: int) -> np.ndarray:
@@ -134,15 +185,25 @@ def model_inputs(files: Sequence[Path], preprocessing: Preprocessing, workers: i
     return np.concatenate(batches) if batches else np.empty((0, CHANNELS, size, size), np.float32)
 
 
+def _float_bytes(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape)) * np.dtype(np.float32).itemsize
+
+
+def _block_views(block: shared_memory.SharedMemory, shape: tuple[int, ...], raw_bytes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A block's model inputs, float32 `shape`, and the `raw_bytes` after them (None when 0)."""
+    images = np.ndarray(shape, dtype=np.float32, buffer=block.buf)
+    raw = np.ndarray((raw_bytes,), dtype=np.uint8, buffer=block.buf, offset=_float_bytes(shape)) if raw_bytes else None
+    return images, raw
+
+
 @contextmanager
-def _shared_blocks(count: int, shape: tuple[int, ...], *, inherited: bool) -> Iterator[list[shared_memory.SharedMemory]]:
-    """`count` shared-memory blocks of float32 `shape`.
+def _shared_blocks(count: int, size: int, *, inherited: bool) -> Iterator[list[shared_memory.SharedMemory]]:
+    """`count` shared-memory blocks of `size` bytes.
 
     When workers are forked from this process (`inherited`), they inherit the mappings, so the
     blocks' names are removed at once and even a killed run leaves nothing behind in /dev/shm;
     otherwise workers attach by name and the names go when the blocks do.
     """
-    size = int(np.prod(shape)) * np.dtype(np.float32).itemsize
     blocks = []
     try:
         for _ in range(count):
@@ -164,7 +225,8 @@ def _shared_blocks(count: int, shape: tuple[int, ...], *, inherited: bool) -> It
 
 
 def _pipelined(pool: Executor, batches: Iterator[list], decode: Callable, file_of: Callable,
-               blocks: list[shared_memory.SharedMemory], shape: tuple[int, ...]) -> Iterator[DecodedBatch]:
+               blocks: list[shared_memory.SharedMemory], shape: tuple[int, ...], raw_bytes: int,
+               pin: bool) -> Iterator[DecodedBatch]:
     free = deque(blocks)
     pending: deque[tuple[list, shared_memory.SharedMemory, Future]] = deque()
 
@@ -177,14 +239,48 @@ def _pipelined(pool: Executor, batches: Iterator[list], decode: Callable, file_o
 
     for _ in range(len(blocks) - 1):
         submit_next()
-    while pending:
-        batch, block, future = pending.popleft()
-        errors, galaxy_found, galaxy_truncated = future.result()
-        images = np.ndarray(shape, dtype=np.float32, buffer=block.buf)[:len(batch)]
-        yield DecodedBatch(batch, images, errors, galaxy_found, galaxy_truncated)
-        del images
-        free.append(block)  # the caller has asked for the next batch: this one's block is free again
-        submit_next()
+    pinned: list[int] | None = None if pin else []
+    try:
+        while pending:
+            batch, block, future = pending.popleft()
+            errors, galaxy_found, galaxy_truncated, packed = future.result()
+            if pinned is None:  # the workers are running: they keep their mappings whatever CUDA does to ours
+                pinned = _pin_for_cuda(blocks)
+            images, raw = _block_views(block, shape, raw_bytes)
+            yield DecodedBatch(batch, images[:len(batch)], errors, galaxy_found, galaxy_truncated,
+                               RawPixels(raw, *packed) if packed else None)
+            del images, raw
+            free.append(block)  # the caller has asked for the next batch: this one's block is free again
+            submit_next()
+    finally:
+        _unpin_for_cuda(pinned or [])
+
+
+def _pin_for_cuda(blocks: list[shared_memory.SharedMemory]) -> list[int]:
+    """Page-lock the blocks for CUDA (`cudaHostRegister`), so that copies from them to the GPU are
+    direct; the addresses locked. Where CUDA refuses, the copies go through pageable memory."""
+    import torch
+
+    cudart, pinned = torch.cuda.cudart(), []
+    for block in blocks:
+        view = np.frombuffer(block.buf, np.uint8)
+        address = view.ctypes.data
+        del view  # no export of the buffer may outlive the block
+        code = int(cudart.cudaHostRegister(address, block.size, 0))
+        if code != 0:
+            logging.getLogger(__name__).warning("CUDA refused to page-lock the decoding buffers (cudaError %d): "
+                                                "batches go to the GPU through pageable memory", code)
+            break
+        pinned.append(address)
+    return pinned
+
+
+def _unpin_for_cuda(addresses: list[int]) -> None:
+    if addresses:
+        import torch
+
+        for address in addresses:
+            torch.cuda.cudart().cudaHostUnregister(address)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -200,12 +296,14 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _decode_into_block(name: str, shape: tuple[int, ...], files: list, *, preprocessing: Preprocessing,
-                       max_pixels: int) -> tuple[list[str], list[bool | None], list[bool | None]]:
-    """In a worker: decode into the named shared-memory block; only the reasons travel back."""
+                       max_pixels: int, raw_bytes: int) -> tuple[list[str], list[bool | None], list[bool | None], tuple | None]:
+    """In a worker: decode into the named shared-memory block; only the reasons, flags and the
+    places of raw pixels travel back."""
     if name not in _blocks:  # not inherited through fork: attach by name
         _blocks[name] = shared_memory.SharedMemory(name=name)
-    block = _blocks[name]
-    out = np.ndarray(shape, dtype=np.float32, buffer=block.buf)[:len(files)]
-    batch = decode_files(files, preprocessing, out=out, max_pixels=max_pixels)
-    del out
-    return batch.errors, batch.galaxy_found, batch.galaxy_truncated
+    out, raw = _block_views(_blocks[name], shape, raw_bytes)
+    batch = decode_files(files, preprocessing, out=out[:len(files)], max_pixels=max_pixels, raw=raw)
+    del out, raw
+    packed = (batch.raw.shapes, batch.raw.offsets, batch.raw.used) if batch.raw is not None else None
+    batch.raw = None  # its buffer is the block's
+    return batch.errors, batch.galaxy_found, batch.galaxy_truncated, packed
