@@ -11,7 +11,8 @@ classify writes a Parquet dataset folder as a survey run would; the two run in t
 times and their medians are compared, since the load of a shared machine drifts from run to run
 (on the 2-core machine, single pairs of the same code gave ratios from 0.61 to 0.92). The memory runs classify 1,000
 generated 423 px JPEGs linked as many times as the job size asks (10,000 files to a folder).
-Every measurement runs in a fresh process, so that its peak memory is its own.
+Every measurement runs in a fresh process, so that its peak memory is its own. "Decode only" is what
+the workers of the CUDA back-end do: JPEG pixels into shared memory, framing left to the GPU.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ if job == "decode_plain":  # the floor: the same decoder at the same scale, a ce
 elif job.startswith("decode"):
     count = 0
     for batch in decode_in_batches(iter_inputs([folder]), preprocessing, file_of=lambda row: row.file,
-                                   batch_size=batch_size, workers=workers):
+                                   batch_size=batch_size, workers=workers, raw=job == "decode_raw"):
         count += len(batch.items)
         failed += sum(1 for error in batch.errors if error)
 elif job == "model":
@@ -183,6 +184,8 @@ def main() -> None:
               f"the main process builds and writes rows at {rows['images_per_s']:.0f} rows/s")
         fixed = run_job("decode_fixed_crop", folder, args)
         print(f"decode alone without framing (fixed central crop, float resampling): {fixed['images_per_s']:8.0f} images/s")
+        raw = run_job("decode_raw", folder, args)
+        print(f"decode only (JPEG pixels into shared memory, as the CUDA back-end's workers): {raw['images_per_s']:8.0f} images/s")
         print(f"plain decode floor (same decoder and scale, central crop, PIL resize to the input side, same processes): "
               f"{plain['images_per_s']:8.0f} images/s; classify runs at {classify['images_per_s'] / plain['images_per_s']:.2f} "
               f"of it (goal >= 0.5; each run's ratio: {', '.join(f'{r:.2f}' for r in floor_ratios)})")

@@ -41,6 +41,14 @@ def test_generated_galaxies_of_every_kind_and_zoom_frame_as_one_by_one():
         assert_frames_like_each_image(galaxies, Preprocessing(framing=False))
 
 
+def test_oblong_and_tiny_images_frame_as_one_by_one():
+    rng = np.random.default_rng(10)
+    for height, width in ((150, 201), (97, 300), (9, 13)):
+        side = max(height, width)
+        galaxies = [synthetic_galaxy(kind, rng, size=side)[:height, :width] for kind in ("spiral", "elliptical")]
+        assert_frames_like_each_image([np.ascontiguousarray(galaxy) for galaxy in galaxies])
+
+
 def test_noise_blank_bright_and_off_centre_images_frame_as_one_by_one():
     rng = np.random.default_rng(8)
     noise = rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)
