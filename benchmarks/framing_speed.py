@@ -1,14 +1,14 @@
 """CPU time per image of decoding, framing and resampling: the numpy/PIL reference against the
 compiled path (simplejpeg + numba), one process, and whether their model inputs are the same.
 
-Usage: python benchmarks/framing_speed.py [--images 300] [--repeats 5] [--identity 5665] [--batched]
+Usage: python benchmarks/framing_speed.py [--images 300] [--repeats 5] [--identity 5665] [--batched 5665]
 
 Times are CPU seconds of this process (`time.process_time`) over the first `--images` gz1-sdss
 JPEGs, each stage timed over all images in turn, the two paths alternated `--repeats` times and the
 medians kept. The reference is the code before the compiled path: PIL's reduced-scale JPEG decode,
 PIL's grey conversion and reduction, numpy/scipy framing and numpy resampling. The identity check
-reads `--identity` images both ways (0: none). `--batched` also compares the batched torch framing
-(`preprocess.batched`, the GPU's path) run on this CPU with the compiled path on those images.
+reads `--identity` images both ways (0: none). `--batched N` compares the batched torch framing
+(`preprocess.batched`, the GPU's path) run on this CPU with the compiled path on N images (0: none).
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def identity(files: list[Path], preprocessing: Preprocessing) -> tuple[float, in
     return worst, identical, flags
 
 
-def batched_identity(files: list[Path], preprocessing: Preprocessing, batch_size: int = 256) -> dict:
-    """`frame_batch` on this CPU against `read_model_input`, images grouped by decoded size."""
+def batched_identity(files: list[Path], preprocessing: Preprocessing, *, device: str = "cpu", batch_size: int = 256) -> dict:
+    """`frame_batch` on `device` against `read_model_input` (the CPU kernels), images grouped by
+    decoded size (JPEGs that only PIL reads are left out); CPU seconds of this process per image."""
     import torch
 
     from galaxymorph.preprocess.batched import frame_batch
@@ -76,20 +77,22 @@ def batched_identity(files: list[Path], preprocessing: Preprocessing, batch_size
     sizes: dict[tuple, list] = {}
     for path in files:
         pixels = decode.read_jpeg_pixels(path, preprocessing)
-        sizes.setdefault(pixels.shape, []).append((path, pixels))
+        if pixels is not None:
+            sizes.setdefault(pixels.shape, []).append((path, pixels))
     worst, flags, seconds = 0.0, 0, 0.0
     for members in sizes.values():
         for start in range(0, len(members), batch_size):
             chunk = members[start:start + batch_size]
             started = time.process_time()
-            framed = frame_batch(torch.from_numpy(np.stack([pixels for _, pixels in chunk])), preprocessing)
+            framed = frame_batch(torch.from_numpy(np.stack([pixels for _, pixels in chunk])).to(device), preprocessing)
+            inputs = framed.inputs.cpu().numpy()
             seconds += time.process_time() - started
             for i, (path, _) in enumerate(chunk):
                 expected = read_model_input(path, preprocessing)
-                worst = max(worst, float(np.abs(framed.inputs[i].numpy() - expected.pixels).max()))
+                worst = max(worst, float(np.abs(inputs[i] - expected.pixels).max()))
                 flags += (bool(framed.galaxy_found[i]), bool(framed.galaxy_truncated[i])) != \
                     (expected.galaxy_found, expected.galaxy_truncated)
-    return {"images": len(files), "sizes": {f"{h}x{w}": len(m) for (h, w, _), m in sizes.items()},
+    return {"images": sum(len(m) for m in sizes.values()), "sizes": {f"{h}x{w}": len(m) for (h, w, _), m in sizes.items()},
             "worst": worst, "flags": flags, "ms": seconds / len(files) * 1e3}
 
 
@@ -99,7 +102,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternated runs of each path")
     parser.add_argument("--identity", type=int, default=5665, help="images compared both ways (0: none)")
     parser.add_argument("--sources", type=Path, default=GZ1_IMAGES, help="folder of JPEG cutouts")
-    parser.add_argument("--batched", action="store_true", help="also compare the batched torch framing")
+    parser.add_argument("--batched", type=int, default=0, help="images on which to compare the batched torch framing (0: none)")
     args = parser.parse_args()
     all_files = sorted(path for path in args.sources.iterdir() if path.suffix.lower() in (".jpg", ".jpeg"))
     files = all_files[:args.images]
@@ -130,7 +133,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(1)
-        figures = batched_identity(all_files[:args.identity or len(all_files)], preprocessing)
+        figures = batched_identity(all_files[:args.batched], preprocessing)
         print(f"batched torch framing on this CPU (one thread, float64): {figures['ms']:.2f} ms of a core per image; "
               f"against the compiled path on {figures['images']} images ({figures['sizes']}): largest input "
               f"difference {figures['worst']:.1e} (goal <= 1e-3 on a GPU), {figures['flags']} with other framing flags")

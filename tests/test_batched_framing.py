@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from galaxymorph import Preprocessing, PredictOptions, classify
+from galaxymorph.preprocess import batched as batched_module
 from galaxymorph.preprocess import decode
 from galaxymorph.preprocess.augment import symmetry_views
 from galaxymorph.preprocess.batched import frame_batch
@@ -81,32 +82,44 @@ def test_symmetry_views_of_tensors_are_those_of_arrays():
 
 @pytest.fixture(scope="module")
 def mixed_inputs(tmp_path_factory):
-    """JPEGs of two sizes, a PNG (framed where it is decoded), a corrupt JPEG and a missing file."""
+    """JPEGs of two sizes, a PNG (framed where it is decoded), a corrupt JPEG, a JPEG named as FITS
+    and a missing file."""
     folder = tmp_path_factory.mktemp("mixed")
     rng = np.random.default_rng(9)
-    files = []
-    for i, (kind, side) in enumerate([(k, s) for s in (424, 150) for k in ("spiral", "elliptical", "spiral")]):
+    files = []  # sizes interleaved: a batch's JPEGs of one size are not side by side in its raw buffer
+    for i, (kind, side) in enumerate([(k, s) for k in ("spiral", "elliptical", "spiral") for s in (424, 150)]):
         files.append(folder / f"{i}.jpeg")
         Image.fromarray(synthetic_galaxy(kind, rng, size=side)).save(files[-1], quality=90)
     files.append(folder / "galaxy.png")
     Image.fromarray(synthetic_galaxy("spiral", rng, size=150)).save(files[-1])
     files.append(folder / "corrupt.jpeg")
     files[-1].write_bytes(files[0].read_bytes()[:300])
+    files.append(folder / "jpeg-named.fits")  # read as FITS by its name, so refused either way
+    files[-1].write_bytes(files[0].read_bytes())
     return files + [folder / "missing.jpeg"]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_classify_with_batched_framing_writes_the_same_catalog(mixed_inputs, tmp_path, workers):
+def test_classify_with_batched_framing_writes_the_same_catalog(mixed_inputs, tmp_path, workers, monkeypatch):
+    framed, frame_batch_itself = [], batched_module.frame_batch
+
+    def counted(pixels, preprocessing):
+        framed.append(len(pixels))
+        return frame_batch_itself(pixels, preprocessing)
+
     tables = {}
     for batched in (False, True):
         output = tmp_path / f"{batched}.parquet"
-        classify(mixed_inputs, output, options=PredictOptions(workers=workers, batch_size=4, batched_framing=batched))
+        with monkeypatch.context() as patch:
+            patch.setattr("galaxymorph.preprocess.batched.frame_batch", counted)
+            classify(mixed_inputs, output, options=PredictOptions(workers=workers, batch_size=4, batched_framing=batched))
         tables[batched] = pq.read_table(output).to_pandas()
+    assert sum(framed) == 6  # the six readable JPEGs, framed in batches and only with batched framing
     plain, batched = tables[False], tables[True]
     assert np.allclose(plain.p_spiral, batched.p_spiral, atol=1e-6, equal_nan=True)
     for column in ("label", "confident", "galaxy_found", "galaxy_truncated", "error"):
         assert list(plain[column]) == list(batched[column]), column
-    assert batched.error.str.contains("corrupt.jpeg").any() and batched.error.str.contains("missing.jpeg").any()
+    assert all(batched.error.str.contains(name).any() for name in ("corrupt.jpeg", "jpeg-named.fits", "missing.jpeg"))
 
 
 def test_jpegs_that_do_not_fit_the_raw_buffer_are_framed_by_the_decoder(mixed_inputs):

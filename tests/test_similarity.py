@@ -18,12 +18,13 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
-    """24 generated galaxies, one uniform-noise image and one corrupt file, embedded."""
+    """24 generated galaxies, one uniform-noise image, one corrupt file and a symlink to itself, embedded."""
     folder = tmp_path_factory.mktemp("embed")
     write_examples(folder / "images", 24, seed=11)
     noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     Image.fromarray(noise).save(folder / "images" / "noise.png")
     (folder / "images" / "broken.jpeg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    (folder / "images" / "loop.jpeg").symlink_to("loop.jpeg")
     result = runner.invoke(app, ["embed", str(folder / "images"), "-o", str(folder / "emb.parquet"), "--no-progress",
                                  "--workers", "0"])
     assert result.exit_code == 0, result.output
@@ -41,10 +42,11 @@ def test_embeddings_are_unit_vectors_that_turning_or_mirroring_a_galaxy_leaves_a
 
 def test_embed_writes_one_row_per_input_with_error_rows(embedded):
     table = pq.read_table(embedded / "emb.parquet")
-    assert table.num_rows == 26 and str(table.schema.field("embedding").type).startswith("fixed_size_list<element: float>")
+    assert table.num_rows == 27 and str(table.schema.field("embedding").type).startswith("fixed_size_list<element: float>")
     rows = {row["id"]: row for row in table.to_pylist()}
-    assert np.isnan(rows["broken"]["embedding"]).all() and "broken.jpeg" in rows["broken"]["error"]
-    assert all(np.isfinite(row["embedding"]).all() for row_id, row in rows.items() if row_id != "broken")
+    for failed in ("broken", "loop"):
+        assert np.isnan(rows[failed]["embedding"]).all() and f"{failed}.jpeg" in rows[failed]["error"]
+    assert all(np.isfinite(row["embedding"]).all() for row_id, row in rows.items() if row_id not in ("broken", "loop"))
     assert b"galaxymorph" in table.schema.metadata
 
 

@@ -48,7 +48,7 @@ class PredictOptions:
     `workers` None means one decoding process per core (`config.default_workers`). `head` says what
     each row holds: the morphology columns, or the image's `embedding` (`Classifier.embeddings`).
     `batched_framing`: the decoding processes only decode JPEGs, and their framing and resampling
-    run in batches on the back-end's device (`preprocess.batched`; the same inputs to about 1e-8);
+    run in batches on the back-end's device (`preprocess.batched`; on the CPU the same inputs within 6e-8);
     None means with the cuda back-end only."""
 
     batch_size: int = BATCH_SIZE
@@ -105,8 +105,9 @@ class Scores:
 
 class Classifier:
     """A loaded model behind an inference back-end: torch on a CUDA GPU when one is present (bf16
-    autocast, channels-last, inputs staged through pinned memory), else ONNX Runtime on the CPU when
-    installed (the model's int8 graph when it has one), else torch on the CPU."""
+    autocast, channels-last, inputs staged through pinned memory; framing on the GPU too, with
+    `PredictOptions.batched_framing`), else ONNX Runtime on the CPU when installed (the model's int8
+    graph when it has one), else torch on the CPU."""
 
     def __init__(self, loaded: LoadedModel, *, backend: str = "auto", threads: int | None = None,
                  tta: bool = False, features: bool = False) -> None:
@@ -128,7 +129,7 @@ class Classifier:
                     "and confident ignores it; run `galaxymorph quantize` again", loaded.name)
                 self.density = None
         elif self.backend == "cuda":
-            self._gpu_model, self._staging = _cuda_model(loaded), None
+            self._gpu_model, self._staging = _cuda_model(loaded), {}
         self._torch_threads = threads if self.backend in ("cuda", "torch") else None  # cuda: the host-side copies
 
     def scores(self, images: np.ndarray | torch.Tensor) -> Scores:
@@ -164,8 +165,6 @@ class Classifier:
         D), as float64; features are None from an ONNX graph exported before it had them."""
         import torch
 
-        if isinstance(images, torch.Tensor) and images.device.type == "cpu":
-            images = images.numpy()
         with torch.inference_mode(), _torch_threads(self._torch_threads):
             if self.backend in ("onnx", "onnx-int8"):
                 inputs = {"images": np.ascontiguousarray(images, dtype=np.float32)}
@@ -179,25 +178,26 @@ class Classifier:
             return logits.double().numpy(), features.double().numpy()
 
     def _cuda_outputs(self, images: np.ndarray | torch.Tensor):
-        """Copy the batch into a pinned buffer, then to the GPU without blocking (a batch already
-        there stays); member logits and features come back as float32."""
+        """Member logits and features, as float32 on the CPU, of a batch on the GPU or copied there."""
         import torch
 
-        if isinstance(images, torch.Tensor):
-            return self._gpu_outputs(images)
-        batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        if self._staging is None or self._staging.shape[0] < len(batch) or self._staging.shape[1:] != batch.shape[1:]:
-            self._staging = torch.empty(batch.shape, dtype=torch.float32).pin_memory()
-        staged = self._staging[:len(batch)]
-        staged.copy_(batch)
-        return self._gpu_outputs(staged.to("cuda", non_blocking=True))
-
-    def _gpu_outputs(self, on_gpu: torch.Tensor):
-        import torch
-
+        on_gpu = images if isinstance(images, torch.Tensor) else self._on_gpu(np.asarray(images, dtype=np.float32), "inputs")
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits, features = self._gpu_model.member_outputs(on_gpu.contiguous(memory_format=torch.channels_last))
-        return logits.float().cpu(), features.float().cpu()  # waits for the GPU, so the pinned buffer is free again
+        return logits.float().cpu(), features.float().cpu()  # waits for the GPU, so the pinned buffers are free again
+
+    def _on_gpu(self, array: np.ndarray, slot: str) -> torch.Tensor:
+        """The array copied to the GPU through this classifier's pinned buffer `slot` (grown as
+        needed) without blocking: the buffer is free again once the GPU has caught up."""
+        import torch
+
+        source = torch.from_numpy(np.ascontiguousarray(array))
+        staging = self._staging.get(slot)
+        if staging is None or staging.numel() < source.numel() or staging.dtype != source.dtype:
+            staging = self._staging[slot] = torch.empty(source.numel(), dtype=source.dtype).pin_memory()
+        staged = staging[:source.numel()].view(source.shape)
+        staged.copy_(source)
+        return staged.to("cuda", non_blocking=True)
 
     def classify_rows(self, rows: Iterable[CatalogRow], *, options: PredictOptions = PredictOptions()) -> Iterator[list[dict]]:
         """Output rows for input rows, batch by batch, decoding in `options.workers` processes."""
@@ -205,13 +205,14 @@ class Classifier:
         batched = options.batched_framing if options.batched_framing is not None else self.backend == "cuda"
         for decoded in decode_in_batches(rows, preprocessing, file_of=lambda row: None if row.error else row.file,
                                          batch_size=options.batch_size, workers=options.workers,
-                                         max_pixels=options.max_pixels, raw=batched, pin=batched and self.backend == "cuda"):
+                                         max_pixels=options.max_pixels, raw=batched):
             yield self.embedding_rows(decoded) if options.head == "embedding" else self.rows(decoded)
 
     def model_inputs(self, decoded: DecodedBatch[CatalogRow]) -> np.ndarray | torch.Tensor:
         """The batch's model inputs: its raw JPEG pixels (`DecodedBatch.raw`) framed in batches of
         one size by `preprocess.batched` on the back-end's device, the rest as decoded; a tensor on
-        the GPU with the cuda back-end, else an array. Fills in the framed items' galaxy flags."""
+        the GPU with the cuda back-end, else `decoded.images` with the framed inputs written into
+        it. Fills in the framed items' galaxy flags."""
         raw = decoded.raw
         if raw is None or not raw.used:
             return decoded.images
@@ -221,8 +222,10 @@ class Classifier:
 
         device = "cuda" if self.backend == "cuda" else "cpu"
         with torch.inference_mode(), _torch_threads(self._torch_threads):
-            images = torch.from_numpy(decoded.images).to(device, non_blocking=True)
-            packed = torch.from_numpy(raw.buffer[:raw.used]).to(device, non_blocking=True)
+            if device == "cuda":
+                images, packed = self._on_gpu(decoded.images, "inputs"), self._on_gpu(raw.buffer[:raw.used], "raw")
+            else:
+                images, packed = torch.from_numpy(decoded.images), torch.from_numpy(raw.buffer[:raw.used])
             sizes: dict[tuple[int, int], list[int]] = {}
             for i, shape in enumerate(raw.shapes):
                 if shape is not None:
@@ -239,7 +242,9 @@ class Classifier:
                 if framed.galaxy_found is not None:
                     for i, found, truncated in zip(members, framed.galaxy_found.tolist(), framed.galaxy_truncated.tolist()):
                         decoded.galaxy_found[i], decoded.galaxy_truncated[i] = found, truncated
-        return images if device == "cuda" else images.numpy()
+            if device == "cuda":
+                torch.cuda.current_stream().synchronize()  # the pinned buffers are free for the next batch
+        return images if device == "cuda" else decoded.images
 
     def rows(self, decoded: DecodedBatch[CatalogRow]) -> list[dict]:
         """One output row per item; failed items keep their reason and empty probabilities."""
@@ -270,7 +275,7 @@ class Classifier:
         if good.any():
             vectors[good] = self.embeddings(_selected(self.model_inputs(decoded), good))
         return [{**_input_columns(item, {"embedding", "error"}), "id": item.id,
-                 "file": str(item.file.resolve()) if isinstance(item.file, Path) else str(item.file or ""),
+                 "file": str(item.file.absolute()) if isinstance(item.file, Path) else str(item.file or ""),
                  "embedding": vector, "error": error}
                 for item, error, vector in zip(decoded.items, _reasons(decoded), vectors)]
 

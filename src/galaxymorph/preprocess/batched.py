@@ -8,8 +8,12 @@ index in its group (3x3 max-pooling, then pointer jumping) instead of scipy's ra
 flux, area and the first pixel of each group by `scatter_add` and `scatter_reduce`; the half-light
 radius by a sort and a cumulative sum. The search zooms into the centre for the images where the
 galaxy looks small, as `frame_box` does. Resampling applies PIL's antialiased bilinear filter as
-two dense matrices per image. Everything runs in float64; the model inputs match the per-image
-path to about 1e-9 (`tests/test_batched_framing.py`).
+two dense matrices per image. Everything runs in float64 (so not on Apple's MPS). On the CPU the
+model inputs are the per-image path's, or one float32 step (6e-8) from them, with the same galaxy
+flags, on every image of gz1-sdss, gz2-sdss and zoomed-spirals (`benchmarks/framing_speed.py
+--batched`, `tests/test_batched_framing.py`). On a GPU the sums run in another order (atomic
+`scatter_add`, parallel `cumsum`), so two sources of exactly equal flux in the central window may be
+told apart differently; `benchmarks/gpu_check.py` measures the agreement there.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from galaxymorph.preprocess.framing import (BRIGHT_SKY, CENTRE_WINDOW, DETECTION
 @dataclass
 class FramedBatch:
     """Model inputs (N, 3, S, S) float32 on the images' device; whether framing found a central
-    galaxy and whether it runs off the image (N,) bool, None when framing is off."""
+    galaxy and whether it runs off the image (N,) bool, None when framing is off (or N is 0)."""
 
     inputs: torch.Tensor
     galaxy_found: torch.Tensor | None
@@ -47,7 +51,7 @@ def frame_batch(pixels: torch.Tensor, preprocessing: Preprocessing = Preprocessi
     found = truncated = None
     if preprocessing.framing and count:
         boxes, found, truncated = _frame_boxes(_grey_levels(pixels), boxes, preprocessing)
-    return FramedBatch(resample(pixels, boxes, preprocessing.image_size), found, truncated)
+    return FramedBatch(_resample(pixels, boxes, preprocessing.image_size), found, truncated)
 
 
 def _grey_levels(pixels: torch.Tensor) -> torch.Tensor:
@@ -98,7 +102,7 @@ class _Sources:
     fills_frame: torch.Tensor
 
 
-def central_sources(image: torch.Tensor) -> _Sources:
+def _central_sources(image: torch.Tensor) -> _Sources:
     """`framing.find_central_source` of each of N float64 images (N, h, w)."""
     count, height, width = image.shape
     flat = image.reshape(count, -1)
@@ -176,8 +180,9 @@ def _component_labels(mask: torch.Tensor) -> torch.Tensor:
 
 def _frame_boxes(grey: torch.Tensor, boxes: torch.Tensor,
                  preprocessing: Preprocessing) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`framing.frame_box` of each grey image (N, H, W): crop boxes (N, 4) float64 (starting from
-    the fixed crop, `boxes`), whether a galaxy was found and whether it may be truncated."""
+    """`framing.frame_box` of each grey image (N, H, W), step for step (a change there belongs here
+    too): crop boxes (N, 4) float64 (starting from the fixed crop, `boxes`), whether a galaxy was
+    found and whether it may be truncated."""
     count, height, width = grey.shape
     found = torch.zeros(count, dtype=torch.bool, device=grey.device)
     truncated = torch.zeros_like(found)
@@ -188,13 +193,14 @@ def _frame_boxes(grey: torch.Tensor, boxes: torch.Tensor,
         factor = max(1, side // FRAMING_WORK_SIZE)
         searched = side // factor * factor
         search_left, search_top = (width - searched) / 2, (height - searched) / 2
-        source = central_sources(_centred_search(grey[active], search_left, search_top, searched, factor))
+        source = _central_sources(_centred_search(grey[active], search_left, search_top, searched, factor))
         settled = ~source.found  # the fixed crop, nothing found (at any zoom, as `frame_box`)
         found[active] = source.found
         if side == full:
             truncated[active] = source.at_edge | source.fills_frame
             fills = source.fills_frame
-            boxes[active[fills]], settled = whole, settled | fills
+            boxes[active[fills]] = whole
+            settled = settled | fills
         measured = source.found & ~settled
         if factor > 1:
             measured &= source.radius_50 * factor > side * SMALL_GALAXY
@@ -211,13 +217,12 @@ def _frame_boxes(grey: torch.Tensor, boxes: torch.Tensor,
     return boxes, found, truncated
 
 
-def resample(pixels: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+def _resample(pixels: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """The square `boxes` (N, 4: left, top, right, bottom) of uint8 images (N, H, W, 3) resampled to
     (N, 3, size, size) float32 in [0, 1]: `decode.reference_resample_bands` of each, rows first, in
     float64, clipped and rounded once to float32."""
     count, height, width = pixels.shape[:3]
-    levels = (torch.arange(256, dtype=torch.float32, device=pixels.device) / 255.0).to(torch.float64)
-    bands = levels[pixels.long()].permute(0, 3, 1, 2)  # (N, 3, H, W)
+    bands = (pixels.permute(0, 3, 1, 2).to(torch.float32) / 255.0).to(torch.float64)  # float32 levels, as the decoders read them
     margin = 2 + torch.ceil((boxes[:, 2] - boxes[:, 0]) / size)  # the filter's reach, as `decode._resampled_region`
     rows = _filter_matrix(boxes[:, 1], boxes[:, 3], margin, height, size)
     columns = _filter_matrix(boxes[:, 0], boxes[:, 2], margin, width, size)

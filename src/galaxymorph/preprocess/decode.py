@@ -76,12 +76,12 @@ def read_jpeg_pixels(path: str | os.PathLike, preprocessing: Preprocessing = Pre
                      max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
     """The 8-bit RGB pixels (H, W, 3) of a JPEG decoded at the reduced scale that `read_model_input`
     frames, for framing elsewhere (`preprocess.batched`); None for a file that only
-    `read_model_input` reads (not a JPEG, or one that simplejpeg leaves to PIL)."""
+    `read_model_input` reads (not a JPEG, named or written as FITS, or one that simplejpeg leaves to PIL)."""
     path = Path(path)
     with _read_errors_named(path):
         if path.stat().st_size == 0:
             raise ImageReadError(path, "file is empty")
-        return _decode_jpeg_reduced(path, preprocessing, None, max_pixels)
+        return None if _is_fits(path) else _decode_jpeg_reduced(path, preprocessing, None, max_pixels)
 
 
 def decode_bytes(data: bytes, name: str, preprocessing: Preprocessing = Preprocessing(), *,

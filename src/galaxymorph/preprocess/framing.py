@@ -181,7 +181,8 @@ def frame_box(width: int, height: int, preprocessing: Preprocessing,
     `reduced_intensity((left, top, side), factor)` gives the intensity of a square region reduced by
     a whole factor (`side` a multiple of it). The galaxy is searched for on the whole image reduced
     to about `FRAMING_WORK_SIZE` px; while it looks small there, the search zooms into the central
-    half, so that small galaxies are measured with enough pixels.
+    half, so that small galaxies are measured with enough pixels. `batched._frame_boxes` is the
+    same for batches in torch (the GPU's path): a change here belongs there too.
     """
     fixed = _crop_box(width, height, preprocessing.crop_fraction)
     if not preprocessing.framing:

@@ -8,7 +8,6 @@ whoever consumes them.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import secrets
@@ -29,7 +28,7 @@ import numpy as np
 
 from galaxymorph.config import CHANNELS, MAX_PIXELS, Preprocessing
 from galaxymorph.errors import ImageReadError
-from galaxymorph.preprocess.decode import ModelInput, decoded_side, read_jpeg_pixels, read_model_input
+from galaxymorph.preprocess.decode import ModelInput, decode_array, decoded_side, read_jpeg_pixels, read_model_input
 
 Item = TypeVar("Item")
 BATCHES_IN_FLIGHT_PER_WORKER = 2
@@ -55,10 +54,6 @@ class RawPixels:
     offsets: list[int]
     used: int
     """The bytes at the start of `buffer` that hold pixels."""
-
-    def pixels(self, i: int) -> np.ndarray:
-        height, width = self.shapes[i]
-        return self.buffer[self.offsets[i]:self.offsets[i] + height * width * CHANNELS].reshape(height, width, CHANNELS)
 
 
 def raw_capacity(preprocessing: Preprocessing, batch_size: int) -> int:
@@ -111,10 +106,16 @@ def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Prep
         if file is None:
             continue
         try:
-            if batch.raw is not None and isinstance(file, Path) and _packed(batch.raw, i, file, preprocessing, max_pixels):
+            pixels = (read_jpeg_pixels(file, preprocessing, max_pixels=max_pixels)
+                      if batch.raw is not None and isinstance(file, Path) else None)
+            if pixels is not None and _pack_raw(batch.raw, i, pixels):
                 continue
-            decoded = (file.model_input(preprocessing, max_pixels) if isinstance(file, ImageSource)
-                       else read_model_input(file, preprocessing, max_pixels=max_pixels))
+            if pixels is not None:  # decoded, but no room left: framed here
+                decoded = decode_array(pixels, str(file), preprocessing)
+            elif isinstance(file, ImageSource):
+                decoded = file.model_input(preprocessing, max_pixels)
+            else:
+                decoded = read_model_input(file, preprocessing, max_pixels=max_pixels)
         except ImageReadError as exc:
             batch.errors[i] = str(exc)
         except Exception as exc:  # noqa: BLE001 - a reader's bug on a hostile file is that file's error
@@ -124,11 +125,9 @@ def decode_files(files: Sequence[Path | ImageSource | None], preprocessing: Prep
     return batch
 
 
-def _packed(raw: RawPixels, i: int, file: Path, preprocessing: Preprocessing, max_pixels: int) -> bool:
-    """Decode a JPEG's pixels into the free space of `raw` as item i; False when the file is not
-    one that `read_jpeg_pixels` reads or its pixels no longer fit."""
-    pixels = read_jpeg_pixels(file, preprocessing, max_pixels=max_pixels)
-    if pixels is None or raw.used + pixels.size > len(raw.buffer):
+def _pack_raw(raw: RawPixels, i: int, pixels: np.ndarray) -> bool:
+    """Copy a JPEG's decoded pixels into the free space of `raw` as item i; False when they do not fit."""
+    if raw.used + pixels.size > len(raw.buffer):
         return False
     raw.buffer[raw.used:raw.used + pixels.size] = pixels.ravel()
     raw.shapes[i], raw.offsets[i] = pixels.shape[:2], raw.used
@@ -145,11 +144,9 @@ def decode_in_batches(
     workers: int,
     max_pixels: int = MAX_PIXELS,
     raw: bool = False,
-    pin: bool = False,
 ) -> Iterator[DecodedBatch[Item]]:
     """Yield decoded batches of `items`, in input order; with `raw`, JPEG files come as pixels to
-    frame (`DecodedBatch.raw`), the rest as model inputs. With `pin`, the shared memory is
-    page-locked for CUDA once the workers have started, so that batches go to the GPU without staging.
+    frame (`DecodedBatch.raw`), the rest as model inputs.
 
     `workers=0` decodes in this process; otherwise a pool of processes (the platform's default start
     method, so scripts without a `__main__` guard work on Linux) decodes into shared memory while
@@ -174,7 +171,7 @@ def decode_in_batches(
             ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
                                 initargs=(os.getpid(),)) as pool:
         yield from _pipelined(pool, batches, partial(_decode_into_block, preprocessing=preprocessing, max_pixels=max_pixels,
-                                                     raw_bytes=raw_bytes), file_of, blocks, shape, raw_bytes, pin)
+                                                     raw_bytes=raw_bytes), file_of, blocks, shape, raw_bytes)
 
 
 def model_inputs(files: Sequence[Path], preprocessing: Preprocessing, workers: int) -> np.ndarray:
@@ -225,8 +222,7 @@ def _shared_blocks(count: int, size: int, *, inherited: bool) -> Iterator[list[s
 
 
 def _pipelined(pool: Executor, batches: Iterator[list], decode: Callable, file_of: Callable,
-               blocks: list[shared_memory.SharedMemory], shape: tuple[int, ...], raw_bytes: int,
-               pin: bool) -> Iterator[DecodedBatch]:
+               blocks: list[shared_memory.SharedMemory], shape: tuple[int, ...], raw_bytes: int) -> Iterator[DecodedBatch]:
     free = deque(blocks)
     pending: deque[tuple[list, shared_memory.SharedMemory, Future]] = deque()
 
@@ -239,48 +235,15 @@ def _pipelined(pool: Executor, batches: Iterator[list], decode: Callable, file_o
 
     for _ in range(len(blocks) - 1):
         submit_next()
-    pinned: list[int] | None = None if pin else []
-    try:
-        while pending:
-            batch, block, future = pending.popleft()
-            errors, galaxy_found, galaxy_truncated, packed = future.result()
-            if pinned is None:  # the workers are running: they keep their mappings whatever CUDA does to ours
-                pinned = _pin_for_cuda(blocks)
-            images, raw = _block_views(block, shape, raw_bytes)
-            yield DecodedBatch(batch, images[:len(batch)], errors, galaxy_found, galaxy_truncated,
-                               RawPixels(raw, *packed) if packed else None)
-            del images, raw
-            free.append(block)  # the caller has asked for the next batch: this one's block is free again
-            submit_next()
-    finally:
-        _unpin_for_cuda(pinned or [])
-
-
-def _pin_for_cuda(blocks: list[shared_memory.SharedMemory]) -> list[int]:
-    """Page-lock the blocks for CUDA (`cudaHostRegister`), so that copies from them to the GPU are
-    direct; the addresses locked. Where CUDA refuses, the copies go through pageable memory."""
-    import torch
-
-    cudart, pinned = torch.cuda.cudart(), []
-    for block in blocks:
-        view = np.frombuffer(block.buf, np.uint8)
-        address = view.ctypes.data
-        del view  # no export of the buffer may outlive the block
-        code = int(cudart.cudaHostRegister(address, block.size, 0))
-        if code != 0:
-            logging.getLogger(__name__).warning("CUDA refused to page-lock the decoding buffers (cudaError %d): "
-                                                "batches go to the GPU through pageable memory", code)
-            break
-        pinned.append(address)
-    return pinned
-
-
-def _unpin_for_cuda(addresses: list[int]) -> None:
-    if addresses:
-        import torch
-
-        for address in addresses:
-            torch.cuda.cudart().cudaHostUnregister(address)
+    while pending:
+        batch, block, future = pending.popleft()
+        errors, galaxy_found, galaxy_truncated, packed = future.result()
+        images, raw = _block_views(block, shape, raw_bytes)
+        yield DecodedBatch(batch, images[:len(batch)], errors, galaxy_found, galaxy_truncated,
+                           RawPixels(raw, *packed) if packed else None)
+        del images, raw
+        free.append(block)  # the caller has asked for the next batch: this one's block is free again
+        submit_next()
 
 
 def _exit_with_parent(parent: int) -> None:
