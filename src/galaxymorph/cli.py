@@ -443,6 +443,7 @@ def train(
     label_smoothing: Annotated[float, typer.Option(help="Share of each training label spread evenly over all classes, for catalogs with some wrong labels (0: off).")] = 0.0,
     weight_averaging: Annotated[float, typer.Option(help="Keep an exponential moving average of the weights with this decay per step, and evaluate and save it (0: off; 0.998 averages over about the last 500 steps).")] = 0.0,
     from_model: Annotated[Optional[str], typer.Option("--from", help="Go on training a model (bundled name or checkpoint): its architecture, preprocessing and weights, the output layer too when --classes gives the same classes; --arch and the framing and size options are then its own.")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Learn this model's probabilities (bundled name or checkpoint) instead of the labels: knowledge distillation, with one head per member of an ensemble so that p_spiral_std stays.")] = None,
 ) -> None:
     """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
     _run_training(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
@@ -451,7 +452,7 @@ def train(
                   tight_views=tight_views, tight_share=tight_share, extra_labels=extra_labels,
                   preprocessing=Preprocessing(image_size=image_size, framing=framing, frame_fill=frame_fill),
                   evidence_penalty=evidence_penalty, class_weight_power=class_weight_power,
-                  label_smoothing=label_smoothing, weight_averaging=weight_averaging, init_from=from_model)
+                  label_smoothing=label_smoothing, weight_averaging=weight_averaging, init_from=from_model, teacher=teacher)
 
 
 def _run_training(**settings) -> None:
@@ -576,7 +577,8 @@ def models_list() -> None:
     for name in galaxymorph.bundled_models():
         loaded = galaxymorph.load_model(name)
         validation = loaded.metadata.get("metrics", {}).get("validation", {})
-        architecture = loaded.metadata["architecture"] + (f" x{loaded.metadata['members']}" if "members" in loaded.metadata else "")
+        architecture = loaded.metadata["architecture"] + (f" x{loaded.metadata['members']}" if "members" in loaded.metadata else "") \
+            + (f" ({loaded.metadata['heads']} heads)" if "heads" in loaded.metadata else "")
         typer.echo(f"pretrained  {name:20s} {architecture:16s} classes: {', '.join(loaded.classes)}"
                    + (f"; validation ROC AUC {validation['spiral_roc_auc']:.3f}" if "spiral_roc_auc" in validation else "")
                    + ("; int8 graph for CPUs" if loaded.int8_graph else ""))

@@ -63,6 +63,7 @@ def save_checkpoint(model: GalaxyClassifier, path: str | os.PathLike, *, archite
         "format_version": FORMAT_VERSION,
         "architecture": architecture,
         **({"members": len(model.members)} if isinstance(model, GalaxyEnsemble) else {}),
+        **({"heads": model.heads} if getattr(model, "heads", 1) > 1 else {}),
         "classes": list(model.classes),
         "preprocessing": preprocessing.to_dict(),
         **metadata,
@@ -114,9 +115,10 @@ def _checked_description(description: object) -> dict:
     classes = description.get("classes")
     if not (isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
         raise ValueError(f"'classes' must be a list of 2 to {MAX_CLASSES} names")
-    members = description.get("members")
-    if members is not None and not (isinstance(members, int) and not isinstance(members, bool) and 1 <= members <= MAX_MEMBERS):
-        raise ValueError(f"'members' must be a whole number from 1 to {MAX_MEMBERS}, got {members!r}")
+    for key in ("members", "heads"):
+        count = description.get(key)
+        if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= MAX_MEMBERS):
+            raise ValueError(f"{key!r} must be a whole number from 1 to {MAX_MEMBERS}, got {count!r}")
     if not isinstance(description.get("preprocessing", {}), dict):
         raise ValueError("'preprocessing' must be an object")
     return description
@@ -139,7 +141,8 @@ def int8_graph_path(checkpoint: str | os.PathLike) -> Path:
 def build_model(description: dict) -> GalaxyClassifier:
     """An untrained model as a checkpoint's metadata describes it."""
     def single() -> GalaxyClassifier:
-        return create_model(description["architecture"], classes=description["classes"])
+        heads = {"heads": description["heads"]} if "heads" in description else {}
+        return create_model(description["architecture"], classes=description["classes"], **heads)
 
     members = description.get("members")
     return GalaxyEnsemble([single() for _ in range(members)]) if members else single()

@@ -80,6 +80,11 @@ class TrainConfig:
     init_from: str | None = None
     """A trained model (bundled name or checkpoint) whose architecture, preprocessing and weights the
     new model starts from (its output layer too when the classes are the same)."""
+    teacher: str | None = None
+    """A trained model (bundled name or checkpoint) whose probabilities the new model learns instead
+    of the labels (knowledge distillation; Hinton et al. 2015), on the same augmented images; a
+    galaxynet learns an ensemble with one head per member (`GalaxyNet` `heads`), so that its
+    p_spiral_std stays. Unweighted: the teacher's probabilities already follow the class frequencies."""
     freeze_epochs: int = 0
     """Fine-tuning: epochs that train the new output layer alone, before unfreezing."""
     unfrozen_blocks: int | None = None
@@ -129,6 +134,14 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor, weights: to
     return F.cross_entropy(logits, targets, weight=weights, label_smoothing=smoothing)
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of student logits (N, H, K) against the teacher's probabilities from logits of
+    the same shape (sigmoid for one logit, softmax otherwise): KL divergence plus a constant."""
+    if student.shape[-1] == 1:
+        return F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
+    return -(torch.softmax(teacher, dim=-1) * torch.log_softmax(student, dim=-1)).sum(dim=-1).mean()
+
+
 def evidence_outside_galaxy(model: GalaxyClassifier, features: torch.Tensor, targets: torch.Tensor,
                             masks: torch.Tensor) -> torch.Tensor:
     """Mean share of each image's class-activation map for its labelled class (upsampled to the
@@ -157,7 +170,10 @@ def remove_class_weight_prior(model: GalaxyClassifier, weights: torch.Tensor) ->
     """
     log_weights = torch.log(weights)
     bias = model.output_layer().bias
-    bias -= (log_weights[1] - log_weights[0]) if bias.numel() == 1 else log_weights
+    if model.num_outputs == 1:
+        bias -= log_weights[1] - log_weights[0]
+    else:
+        bias.view(-1, len(log_weights)).sub_(log_weights)  # each head's
 
 
 def frozen_blocks(model: GalaxyClassifier, epoch: int, config: TrainConfig) -> list[torch.nn.Module]:
@@ -215,26 +231,59 @@ def recalibrate_batch_norm(model: GalaxyClassifier, batches: list[torch.Tensor],
     model.eval()
 
 
-def start_model(config: TrainConfig, classes: tuple[str, ...]) -> tuple[GalaxyClassifier, str, Preprocessing, bool]:
-    """A new model, or one that starts from a trained model's weights (from an ensemble, its first
-    member): all of them when it has the same `classes` (training goes on), all but the output
-    layer otherwise (fine-tuning to a new label set, or from a `pretrain` encoder). Last: whether a
-    trained output layer was kept."""
+def start_model(config: TrainConfig, classes: tuple[str, ...], *, heads: int = 1) -> tuple[GalaxyClassifier, str, Preprocessing, bool]:
+    """A new model (with `heads` sets of logits, for distillation from an ensemble), or one that
+    starts from a trained model's weights (from an ensemble, its first member): all of them when it
+    has the same `classes` (training goes on, with its own heads unless `heads` asks for more: a
+    one-headed output layer is copied into each), all but the output layer otherwise (fine-tuning
+    to a new label set, or from a `pretrain` encoder). Last: whether a trained output layer was kept."""
     if config.init_from is None:
-        return create_model(config.architecture, classes=classes), config.architecture, config.preprocessing, False
+        extra = {"heads": heads} if heads > 1 else {}
+        return create_model(config.architecture, classes=classes, **extra), config.architecture, config.preprocessing, False
     pretrained = load_model(config.init_from)
     architecture = pretrained.metadata["architecture"]
     pretrained_model = pretrained.model.members[0] if isinstance(pretrained.model, GalaxyEnsemble) else pretrained.model
-    model = create_model(architecture, classes=classes)
-    head = next(name for name, module in model.named_modules() if module is model.output_layer())
     trained_head = tuple(pretrained_model.classes) == classes and not pretrained.metadata.get("encoder_only")
-    head_keys = set() if trained_head else {
-        f"{head}.{key}" for key in model.output_layer().state_dict()}
+    if trained_head and heads == 1:
+        heads = getattr(pretrained_model, "heads", 1)
+    model = create_model(architecture, classes=classes, **({"heads": heads} if heads > 1 else {}))
+    head = next(name for name, module in model.named_modules() if module is model.output_layer())
+    head_keys = {f"{head}.{key}" for key in model.output_layer().state_dict()}
     kept = {key: value for key, value in pretrained_model.state_dict().items() if key not in head_keys}
     missing, unexpected = model.load_state_dict(kept, strict=False)
     if unexpected or set(missing) != head_keys:
         raise ModelError(f"weights of {config.init_from} do not fit {architecture}: missing {missing}, unexpected {unexpected}")
-    return model, architecture, pretrained.preprocessing, not head_keys
+    if trained_head:
+        _copy_output_layer(pretrained_model.output_layer(), model.output_layer(), config.init_from)
+    return model, architecture, pretrained.preprocessing, trained_head
+
+
+@torch.no_grad()
+def _copy_output_layer(trained: torch.nn.Linear, new: torch.nn.Linear, source: str) -> None:
+    """The trained output layer's weights into the new one, repeated once per head."""
+    heads, left = divmod(new.out_features, trained.out_features)
+    if left or new.in_features != trained.in_features:
+        raise ModelError(f"the output layer of {source} ({trained.in_features} -> {trained.out_features}) does not "
+                         f"fit one of {new.in_features} -> {new.out_features}")
+    new.weight.copy_(trained.weight.repeat(heads, 1))
+    new.bias.copy_(trained.bias.repeat(heads))
+
+
+def load_teacher(config: TrainConfig, classes: tuple[str, ...], preprocessing: Preprocessing) -> tuple[GalaxyClassifier | None, int]:
+    """The teacher model (None without one) in eval mode, and the heads its student needs: one per
+    member of an ensemble, else one."""
+    if config.teacher is None:
+        return None, 1
+    teacher = load_model(config.teacher)
+    teacher.require_trained_head()
+    if tuple(teacher.classes) != classes:
+        raise ModelError(f"teacher {teacher.name} has classes {list(teacher.classes)}, the student {list(classes)}: "
+                         "choose --classes to match")
+    if teacher.preprocessing.image_size != preprocessing.image_size:
+        raise ModelError(f"teacher {teacher.name} takes {teacher.preprocessing.image_size} px inputs, "
+                         f"the student {preprocessing.image_size} px")
+    heads = len(teacher.model.members) if isinstance(teacher.model, GalaxyEnsemble) else 1
+    return teacher.model.eval(), heads
 
 
 def training_device(requested: str | None) -> torch.device:
@@ -435,11 +484,18 @@ def augmented_batch(data: TrainingData, rows: np.ndarray, config: TrainConfig, *
 
 
 def train_step(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, batch: torch.Tensor, targets: torch.Tensor, *,
-               masks: torch.Tensor | None, weights: torch.Tensor, config: TrainConfig) -> tuple[float, float | None]:
-    """One optimiser step on a batch (on the model's device); the classification loss and the
-    evidence penalty (None when off)."""
+               masks: torch.Tensor | None, weights: torch.Tensor, config: TrainConfig,
+               teacher: GalaxyClassifier | None = None) -> tuple[float, float | None]:
+    """One optimiser step on a batch (on the model's device); the classification loss (against the
+    teacher's probabilities where there is one) and the evidence penalty (None when off)."""
     features = model.forward_features(batch)
-    loss = classification_loss(model.forward_head(features), targets, weights, config.label_smoothing)
+    if teacher is None:
+        loss = classification_loss(model.forward_head(features), targets, weights, config.label_smoothing)
+    else:
+        with torch.no_grad():
+            taught = teacher.member_outputs(batch)[0]
+        student = model.head_logits(features) if hasattr(model, "head_logits") else model.forward_head(features)[:, None]
+        loss = distillation_loss(student, taught if taught.shape[1] == student.shape[1] else taught.mean(dim=1, keepdim=True))
     classification, penalty = loss.item(), None
     if masks is not None:
         outside = evidence_outside_galaxy(model, features, targets, masks)
@@ -458,7 +514,8 @@ def train(config: TrainConfig) -> Path:
     device = training_device(config.device)
     catalog, split, split_seed, extra_rows = labelled_split(config)
     classes, targets = choose_classes(catalog.labels, config.classes)
-    model, architecture, preprocessing, kept_output_layer = start_model(config, classes)
+    teacher, heads = load_teacher(config, classes, config.preprocessing)
+    model, architecture, preprocessing, kept_output_layer = start_model(config, classes, heads=heads)
     if model.input_size not in (None, preprocessing.image_size):
         raise ModelError(f"{architecture} takes {model.input_size} px inputs, not {preprocessing.image_size} px")
     if config.evidence_penalty and not hasattr(model, "class_activation_maps"):
@@ -466,12 +523,15 @@ def train(config: TrainConfig) -> Path:
     data = prepare_data(config, catalog, split, targets, preprocessing=preprocessing, split_seed=split_seed)
 
     model.to(device)
+    if teacher is not None:
+        teacher.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    weights = class_weights(data.targets[data.train_rows], len(classes), config.class_weight_power).to(device)
+    weights = (class_weights(data.targets[data.train_rows], len(classes), config.class_weight_power) if teacher is None
+               else torch.ones(len(classes))).to(device)  # a teacher's probabilities follow the class frequencies already
     if kept_output_layer:  # the trained output follows the true class frequencies: weight it as training would
         remove_class_weight_prior(model, 1 / weights)
     history, best_epoch = run_epochs(model, optimizer, data, config, weights=weights, image_size=preprocessing.image_size,
-                                     device=device, generator=generator)
+                                     device=device, generator=generator, teacher=teacher)
     model.cpu()
     weights = weights.cpu()
     remove_class_weight_prior(model, weights)
@@ -495,13 +555,16 @@ def config_record(config: TrainConfig) -> dict:
     record = asdict(config)
     for name in ("architecture", "preprocessing", "output", "workers", "progress", "use_cache", "labels", "classes"):
         del record[name]
+    for name in ("init_from", "teacher"):  # a model's name or its path, as given
+        record[name] = None if record[name] is None else str(record[name])
     return {"data": Path(config.labels).name, "class_scheme": config.classes, **record,
             "extra_labels": Path(config.extra_labels).name if config.extra_labels else None,
             "tight_cutouts": record["tight_cutouts"] if config.tight_views else None}
 
 
 def run_epochs(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, data: TrainingData, config: TrainConfig, *,
-               weights: torch.Tensor, image_size: int, device: torch.device, generator: torch.Generator) -> tuple[list[dict], int]:
+               weights: torch.Tensor, image_size: int, device: torch.device, generator: torch.Generator,
+               teacher: GalaxyClassifier | None = None) -> tuple[list[dict], int]:
     """Train for `config.epochs`, evaluating after each, and leave the model with the best epoch's
     weights (of the weight average when there is one); returns the history and the best epoch."""
     permutation = mirror_permutation(model.classes)
@@ -526,7 +589,8 @@ def run_epochs(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, data: 
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, total_steps, warmup_steps, config.learning_rate)
             loss, penalty = train_step(model, optimizer, batch.to(device), targets.to(device),
-                                       masks=None if masks is None else masks.to(device), weights=weights, config=config)
+                                       masks=None if masks is None else masks.to(device), weights=weights, config=config,
+                                       teacher=teacher)
             losses.append(loss)
             if penalty is not None:
                 outside.append(penalty)
