@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -65,7 +66,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     write(args.out, "1-versions", {"python": platform.python_version(), "torch": torch.__version__,
                                    "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if cuda else None,
-                                   "cores": os.cpu_count(), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M")})
+                                   "cores": os.cpu_count(), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M"),
+                                   "dev_shm_free_gb": shutil.disk_usage("/dev/shm").free / 2**30 if os.path.isdir("/dev/shm") else None})
     loaded = load_model("galaxynet_ensemble")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
