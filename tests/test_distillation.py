@@ -81,3 +81,23 @@ def test_a_teacher_of_other_classes_is_refused(synthetic_catalog, tmp_path):
     with pytest.raises(ModelError, match="classes"):
         train(TrainConfig(labels=synthetic_catalog, output=tmp_path / "student.pt", epochs=1, workers=0, progress=False,
                           use_cache=False, teacher="galaxynet"))
+
+
+def test_distill_weight_mixes_the_teachers_loss_with_the_labels():
+    from galaxymorph.models.ensemble import GalaxyEnsemble
+    from galaxymorph.training.train import train_step
+
+    classes = ("elliptical", "spiral", "merger")
+    teacher = GalaxyEnsemble([create_model("galaxynet", classes=classes) for _ in range(2)]).eval()
+    student = create_model("galaxynet", classes=classes, heads=2)
+    images, targets = torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 1])
+    losses = {}
+    for weight in (0.0, 0.5, 1.0):
+        config = TrainConfig(labels="labels.csv", output="student.pt", teacher="ensemble", distill_weight=weight, workers=0)
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.0)  # measures, changes nothing
+        torch.manual_seed(0)  # the same dropout each time
+        losses[weight], _ = train_step(student.train(), optimizer, images, targets, masks=None,
+                                       weights=torch.ones(3), config=config, teacher=teacher)
+    assert losses[0.5] == pytest.approx((losses[0.0] + losses[1.0]) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="distill_weight"):
+        TrainConfig(labels="labels.csv", output="student.pt", distill_weight=1.5, workers=0)

@@ -444,6 +444,7 @@ def train(
     weight_averaging: Annotated[float, typer.Option(help="Keep an exponential moving average of the weights with this decay per step, and evaluate and save it (0: off; 0.998 averages over about the last 500 steps).")] = 0.0,
     from_model: Annotated[Optional[str], typer.Option("--from", help="Go on training a model (bundled name or checkpoint): its architecture, preprocessing and weights, the output layer too when --classes gives the same classes; --arch and the framing and size options are then its own.")] = None,
     teacher: Annotated[Optional[str], typer.Option(help="Learn this model's probabilities (bundled name or checkpoint) instead of the labels: knowledge distillation, with one head per member of an ensemble so that p_spiral_std stays.")] = None,
+    distill_weight: Annotated[float, typer.Option(help="With --teacher: the share of the loss that is the teacher's; the rest is the labels' (unweighted).")] = 1.0,
 ) -> None:
     """Train a model on a labelled catalog; keeps the best epoch's checkpoint."""
     _run_training(labels=labels, output=output, architecture=arch, classes=classes, epochs=epochs,
@@ -452,7 +453,8 @@ def train(
                   tight_views=tight_views, tight_share=tight_share, extra_labels=extra_labels,
                   preprocessing=Preprocessing(image_size=image_size, framing=framing, frame_fill=frame_fill),
                   evidence_penalty=evidence_penalty, class_weight_power=class_weight_power,
-                  label_smoothing=label_smoothing, weight_averaging=weight_averaging, init_from=from_model, teacher=teacher)
+                  label_smoothing=label_smoothing, weight_averaging=weight_averaging, init_from=from_model, teacher=teacher,
+                  distill_weight=distill_weight)
 
 
 def _run_training(**settings) -> None:

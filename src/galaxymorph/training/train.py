@@ -85,6 +85,8 @@ class TrainConfig:
     of the labels (knowledge distillation; Hinton et al. 2015), on the same augmented images; a
     galaxynet learns an ensemble with one head per member (`GalaxyNet` `heads`), so that its
     p_spiral_std stays. Unweighted: the teacher's probabilities already follow the class frequencies."""
+    distill_weight: float = 1.0
+    """With `teacher`: the share of the loss that is the teacher's; the rest is the labels' (unweighted)."""
     freeze_epochs: int = 0
     """Fine-tuning: epochs that train the new output layer alone, before unfreezing."""
     unfrozen_blocks: int | None = None
@@ -101,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"tight_views must be at least 0, got {self.tight_views}")
         if not 0.0 <= self.tight_share <= 1.0:
             raise ValueError(f"tight_share must be in [0, 1], got {self.tight_share}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
 
 
 def get_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -496,6 +500,9 @@ def train_step(model: GalaxyClassifier, optimizer: torch.optim.Optimizer, batch:
             taught = teacher.member_outputs(batch)[0]
         student = model.head_logits(features) if hasattr(model, "head_logits") else model.forward_head(features)[:, None]
         loss = distillation_loss(student, taught if taught.shape[1] == student.shape[1] else taught.mean(dim=1, keepdim=True))
+        if config.distill_weight < 1.0:
+            labels = classification_loss(student.mean(dim=1), targets, weights, config.label_smoothing)
+            loss = config.distill_weight * loss + (1.0 - config.distill_weight) * labels
     classification, penalty = loss.item(), None
     if masks is not None:
         outside = evidence_outside_galaxy(model, features, targets, masks)
