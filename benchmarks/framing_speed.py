@@ -85,13 +85,12 @@ def batched_identity(files: list[Path], preprocessing: Preprocessing, *, device:
             chunk = members[start:start + batch_size]
             started = time.process_time()
             framed = frame_batch(torch.from_numpy(np.stack([pixels for _, pixels in chunk])).to(device), preprocessing)
-            inputs = framed.inputs.cpu().numpy()
+            inputs, found, truncated = framed.inputs.cpu().numpy(), framed.galaxy_found.tolist(), framed.galaxy_truncated.tolist()
             seconds += time.process_time() - started
             for i, (path, _) in enumerate(chunk):
                 expected = read_model_input(path, preprocessing)
                 worst = max(worst, float(np.abs(inputs[i] - expected.pixels).max()))
-                flags += (bool(framed.galaxy_found[i]), bool(framed.galaxy_truncated[i])) != \
-                    (expected.galaxy_found, expected.galaxy_truncated)
+                flags += (found[i], truncated[i]) != (expected.galaxy_found, expected.galaxy_truncated)
     return {"images": sum(len(m) for m in sizes.values()), "sizes": {f"{h}x{w}": len(m) for (h, w, _), m in sizes.items()},
             "worst": worst, "flags": flags, "ms": seconds / len(files) * 1e3}
 

@@ -56,7 +56,7 @@ class RawPixels:
     """The bytes at the start of `buffer` that hold pixels."""
 
 
-def raw_capacity(preprocessing: Preprocessing, batch_size: int) -> int:
+def _raw_capacity(preprocessing: Preprocessing, batch_size: int) -> int:
     """Bytes for a batch of raw JPEG pixels: reduced-scale decodes are at most about twice the
     decoded side a side (larger ones, and those that no longer fit, are framed by the worker)."""
     return batch_size * (2 * decoded_side(preprocessing)) ** 2 * CHANNELS
@@ -154,7 +154,7 @@ def decode_in_batches(
     """
     iter_items = iter(items)
     batches = iter(lambda: list(islice(iter_items, batch_size)), [])
-    raw_bytes = raw_capacity(preprocessing, batch_size) if raw else 0
+    raw_bytes = _raw_capacity(preprocessing, batch_size) if raw else 0
     if workers <= 0:
         for batch in batches:
             yield replace(decode_files([file_of(item) for item in batch], preprocessing, max_pixels=max_pixels,

@@ -20,7 +20,8 @@ from galaxymorph.config import BATCH_SIZE, CHANNELS, SPLIT_FRACTIONS, SPLIT_SEED
 from galaxymorph.errors import CatalogError, ModelError
 from galaxymorph.labels import has_spiral_semantics, mirror_permutation, spiral_probability
 from galaxymorph.metrics import binary_summary
-from galaxymorph.models import GalaxyClassifier, GalaxyEnsemble, create_model, load_model, logits_to_probabilities, save_checkpoint
+from galaxymorph.models import (GalaxyClassifier, GalaxyEnsemble, LoadedModel, create_model, load_model, logits_to_probabilities,
+                                save_checkpoint)
 from galaxymorph.preprocess.augment import SurveyAugmentation, TightCutouts, centre_view, survey_augment, symmetry_augment
 from galaxymorph.training.data import (choose_classes, decode_files, decode_tight_views, galaxy_masks, stratified_split,
                                        training_preprocessing)
@@ -273,9 +274,9 @@ def _copy_output_layer(trained: torch.nn.Linear, new: torch.nn.Linear, source: s
     new.bias.copy_(trained.bias.repeat(heads))
 
 
-def load_teacher(config: TrainConfig, classes: tuple[str, ...], preprocessing: Preprocessing) -> tuple[GalaxyClassifier | None, int]:
-    """The teacher model (None without one) in eval mode, and the heads its student needs: one per
-    member of an ensemble, else one."""
+def load_teacher(config: TrainConfig, classes: tuple[str, ...]) -> tuple[LoadedModel | None, int]:
+    """The teacher (None without one), its model in eval mode, and the heads its student needs: one
+    per member of an ensemble, else one."""
     if config.teacher is None:
         return None, 1
     teacher = load_model(config.teacher)
@@ -283,11 +284,8 @@ def load_teacher(config: TrainConfig, classes: tuple[str, ...], preprocessing: P
     if tuple(teacher.classes) != classes:
         raise ModelError(f"teacher {teacher.name} has classes {list(teacher.classes)}, the student {list(classes)}: "
                          "choose --classes to match")
-    if teacher.preprocessing.image_size != preprocessing.image_size:
-        raise ModelError(f"teacher {teacher.name} takes {teacher.preprocessing.image_size} px inputs, "
-                         f"the student {preprocessing.image_size} px")
-    heads = len(teacher.model.members) if isinstance(teacher.model, GalaxyEnsemble) else 1
-    return teacher.model.eval(), heads
+    teacher.model.eval()
+    return teacher, len(teacher.model.members) if isinstance(teacher.model, GalaxyEnsemble) else 1
 
 
 def training_device(requested: str | None) -> torch.device:
@@ -521,8 +519,11 @@ def train(config: TrainConfig) -> Path:
     device = training_device(config.device)
     catalog, split, split_seed, extra_rows = labelled_split(config)
     classes, targets = choose_classes(catalog.labels, config.classes)
-    teacher, heads = load_teacher(config, classes, config.preprocessing)
+    teacher, heads = load_teacher(config, classes)
     model, architecture, preprocessing, kept_output_layer = start_model(config, classes, heads=heads)
+    if teacher is not None and teacher.preprocessing.image_size != preprocessing.image_size:  # the student's own, or --from's
+        raise ModelError(f"teacher {teacher.name} takes {teacher.preprocessing.image_size} px inputs, "
+                         f"the student {preprocessing.image_size} px")
     if model.input_size not in (None, preprocessing.image_size):
         raise ModelError(f"{architecture} takes {model.input_size} px inputs, not {preprocessing.image_size} px")
     if config.evidence_penalty and not hasattr(model, "class_activation_maps"):
@@ -531,14 +532,14 @@ def train(config: TrainConfig) -> Path:
 
     model.to(device)
     if teacher is not None:
-        teacher.to(device)
+        teacher.model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     weights = (class_weights(data.targets[data.train_rows], len(classes), config.class_weight_power) if teacher is None
                else torch.ones(len(classes))).to(device)  # a teacher's probabilities follow the class frequencies already
     if kept_output_layer:  # the trained output follows the true class frequencies: weight it as training would
         remove_class_weight_prior(model, 1 / weights)
     history, best_epoch = run_epochs(model, optimizer, data, config, weights=weights, image_size=preprocessing.image_size,
-                                     device=device, generator=generator, teacher=teacher)
+                                     device=device, generator=generator, teacher=None if teacher is None else teacher.model)
     model.cpu()
     weights = weights.cpu()
     remove_class_weight_prior(model, weights)
