@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from galaxymorph.errors import ModelError
-from galaxymorph.models import create_model, load_checkpoint, save_checkpoint
-from galaxymorph.prediction import Classifier
+from galaxymorph.models import create_model, load_checkpoint, load_model, save_checkpoint
+from galaxymorph.prediction import Classifier, PredictOptions, predict
 from galaxymorph.preprocess.parallel import model_inputs
+from galaxymorph.sources.synthetic import write_examples
 from galaxymorph.training import TrainConfig, combine_checkpoints, train
 from galaxymorph.training.train import distillation_loss, start_model
 
@@ -101,3 +102,11 @@ def test_distill_weight_mixes_the_teachers_loss_with_the_labels():
     assert losses[0.5] == pytest.approx((losses[0.0] + losses[1.0]) / 2, rel=1e-5)
     with pytest.raises(ValueError, match="distill_weight"):
         TrainConfig(labels="labels.csv", output="student.pt", distill_weight=1.5, workers=0)
+
+
+def test_the_bundled_student_gives_an_uncertainty_without_test_time_augmentation(tmp_path):
+    """`galaxynet_distilled`: one network whose three heads stand in for the default ensemble's members."""
+    assert load_model("galaxynet_distilled").model.heads == 3
+    files = [path for path, _ in write_examples(tmp_path, 4, seed=5, size=128)]
+    rows = next(predict(files, "galaxynet_distilled", options=PredictOptions(workers=0)))
+    assert all(row["p_spiral_std"] > 0 and row["label"] in ("spiral", "elliptical", "uncertain") for row in rows)

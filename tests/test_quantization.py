@@ -53,7 +53,7 @@ def test_int8_back_end_without_a_graph_is_refused_naming_the_model(checkpoint):
         Classifier(load_checkpoint(checkpoint), backend="onnx-int8")
 
 
-@pytest.mark.parametrize("name", ["galaxynet_ensemble", "galaxynet"])
+@pytest.mark.parametrize("name", ["galaxynet_ensemble", "galaxynet", "galaxynet_distilled"])
 def test_bundled_int8_graphs_are_quantised_from_the_bundled_weights(name, tmp_path):
     """A graph left over from earlier weights would disagree with the float model far more than this."""
     loaded = load_model(name)

@@ -120,7 +120,7 @@ def test_explain_returns_the_overlay_png(service, galaxies):
 def test_models_health_page_and_docs(service):
     models = service.get("/v1/models").json()
     assert models["serving"] == DEFAULT_MODEL and models["backend"] in ("onnx-int8", "cuda")  # the bundled int8 graph on a CPU
-    assert {m["name"] for m in models["models"]} >= {"galaxynet_ensemble", "galaxynet", "seed"}
+    assert {m["name"] for m in models["models"]} >= {"galaxynet_ensemble", "galaxynet_distilled", "galaxynet", "seed"}
     assert service.get("/healthz").json() == {"status": "ok", "model": DEFAULT_MODEL}
     assert "Drop images here" in service.get("/").text
     assert service.get("/docs").status_code == 200 and "/v1/classify" in service.get("/openapi.json").text
