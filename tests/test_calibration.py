@@ -34,6 +34,7 @@ def test_calibrate_stores_the_temperature_that_prediction_uses(trained_checkpoin
     assert result["galaxies"] == 36 and result["nll_after"] <= result["nll_before"] + 1e-9
     stored = json.loads((tmp_path / "model.json").read_text())["calibration"]
     assert stored["temperature"] == pytest.approx(result["temperature"])
+    assert 0 < stored["spiral_share"] < 1  # the class mix p_spiral is calibrated to, which `confident` uses
     assert Classifier(load_model(tmp_path / "model.pt")).temperature == pytest.approx(result["temperature"])
 
 

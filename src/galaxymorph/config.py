@@ -43,7 +43,9 @@ CALIBRATION_IMAGES = 256
 """Training images whose activations set the ranges of a model's int8 graph (`galaxymorph quantize`)."""
 
 CONFIDENT_MARGIN = 0.4
-"""A prediction is `confident` when p_spiral is at least this far from 0.5 (p_spiral <= 0.1 or >= 0.9)."""
+"""A prediction is `confident` when p_spiral is at least this far from 0.5 (p_spiral <= 0.1 or >= 0.9), both as
+calibrated and as it would be for a sample with as many spirals as ellipticals (where the model records the share
+of spirals it was calibrated on), so that `confident` holds for samples richer in spirals than Galaxy Zoo's."""
 
 CONFIDENT_MAX_STD = 0.1
 """... and, where p_spiral_std is measured (an ensemble, or test-time augmentation), when it is at most this."""

@@ -56,6 +56,13 @@ def galaxy_probability(probabilities: np.ndarray, classes: Sequence[str]) -> np.
     return probabilities[..., [i for i, c in enumerate(classes) if c in DISK_CLASSES | ELLIPTICAL_CLASSES]].sum(axis=-1)
 
 
+def with_even_classes(p_spiral: np.ndarray, spiral_share: float) -> np.ndarray:
+    """p_spiral calibrated on a sample whose share of spirals is `spiral_share`, as it would be for a
+    sample with as many spirals as ellipticals (Bayes' rule with the prior changed to one half)."""
+    spiral = p_spiral * (1.0 - spiral_share)
+    return spiral / (spiral + (1.0 - p_spiral) * spiral_share)
+
+
 def spiral_probability(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """p_spiral from class probabilities (..., K): P(disk) / (P(disk) + P(elliptical)); 0.5 where
     both are 0, NaN where the probabilities are (an image that could not be classified)."""

@@ -25,7 +25,8 @@ from galaxymorph.config import (BATCH_SIZE, CHANNELS, CHUNK_ROWS, CONFIDENT_MARG
                                 CONFIDENT_MIN_GALAXY, DEFAULT_MODEL, LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE,
                                 default_workers)
 from galaxymorph.errors import CatalogError, ModelError
-from galaxymorph.labels import BINARY_CLASSES, galaxy_probability, has_spiral_semantics, mirror_permutation, spiral_probability
+from galaxymorph.labels import (BINARY_CLASSES, galaxy_probability, has_spiral_semantics, mirror_permutation, spiral_probability,
+                                with_even_classes)
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.models.export import onnx_bytes
 from galaxymorph.outputs.catalog_writer import check_output_path, open_catalog_writer
@@ -114,6 +115,7 @@ class Classifier:
         self.loaded = loaded
         self.classes = loaded.classes
         self.temperature = float(loaded.metadata.get("calibration", {}).get("temperature", 1.0))
+        self.spiral_share = loaded.metadata.get("calibration", {}).get("spiral_share")
         self.density = FeatureDensity.from_dict(loaded.metadata["typicality"]) if "typicality" in loaded.metadata else None
         self.tta = tta
         if not features:
@@ -320,10 +322,12 @@ class Classifier:
         return rows
 
     def confident(self, p_spiral: np.ndarray, p_galaxy: np.ndarray, scores: Scores) -> np.ndarray:
-        """p_spiral far from 0.5, the members and views agreeing (where measured), the model's mass
+        """p_spiral far from 0.5 (also for an even class mix, `config.CONFIDENT_MARGIN`), the members and views agreeing (where measured), the model's mass
         on elliptical or disk classes, and the input like the training images (where measured)."""
         limit = self.density.limit if self.density is not None and self.density.limit is not None else np.inf
-        return ((np.abs(p_spiral - 0.5) >= CONFIDENT_MARGIN) & ~(scores.spread > CONFIDENT_MAX_STD)
+        even = p_spiral if self.spiral_share is None else with_even_classes(p_spiral, self.spiral_share)
+        firm = ((np.minimum(p_spiral, even) >= 0.5 + CONFIDENT_MARGIN) | (np.maximum(p_spiral, even) <= 0.5 - CONFIDENT_MARGIN))
+        return (firm & ~(scores.spread > CONFIDENT_MAX_STD)
                 & (p_galaxy >= CONFIDENT_MIN_GALAXY) & ~(scores.ood > limit))
 
 

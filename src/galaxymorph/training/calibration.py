@@ -2,7 +2,8 @@
 
 One number T divides the logits, which changes how sure the model is without changing what it
 ranks first. T is fitted on the validation split's p_spiral (the quantity astronomers use) and
-stored in the checkpoint's metadata, where prediction picks it up. The same step fits the feature
+stored in the checkpoint's metadata, where prediction picks it up, with the share of spirals it was
+fitted on (which `confident` needs, to hold also for samples with other class mixes). The same step fits the feature
 density behind `ood_score` on training images and sets its limit on the validation split.
 """
 
@@ -76,7 +77,7 @@ def calibrate(checkpoint: str | os.PathLike, labels: str | os.PathLike, *, split
     temperature = fit_temperature(probabilities, is_spiral, loaded.classes)
     calibrated = spiral_probability(temper(probabilities, temperature), loaded.classes)
     result = {
-        "temperature": temperature, "split": split, "galaxies": int(len(is_spiral)),
+        "temperature": temperature, "split": split, "galaxies": int(len(is_spiral)), "spiral_share": float(is_spiral.mean()),
         "nll_before": spiral_nll(probabilities, is_spiral, loaded.classes, 1.0),
         "nll_after": spiral_nll(probabilities, is_spiral, loaded.classes, temperature),
         "ece_before": expected_calibration_error(spiral_probability(probabilities, loaded.classes), is_spiral),
