@@ -4,10 +4,12 @@ import shutil
 import numpy as np
 import pytest
 
-from galaxymorph.labels import BINARY_CLASSES
+from galaxymorph.catalog import read_labelled_catalog
+from galaxymorph.labels import BINARY_CLASSES, binary_label
 from galaxymorph.models import load_model
 from galaxymorph.prediction import Classifier
 from galaxymorph.training.calibration import calibrate, fit_temperature, temper
+from galaxymorph.training.data import rows_of_split
 
 
 def test_temper_matches_dividing_the_logits():
@@ -34,7 +36,10 @@ def test_calibrate_stores_the_temperature_that_prediction_uses(trained_checkpoin
     assert result["galaxies"] == 36 and result["nll_after"] <= result["nll_before"] + 1e-9
     stored = json.loads((tmp_path / "model.json").read_text())["calibration"]
     assert stored["temperature"] == pytest.approx(result["temperature"])
-    assert 0 < stored["spiral_share"] < 1  # the class mix p_spiral is calibrated to, which `confident` uses
+    validation = read_labelled_catalog(synthetic_catalog)
+    validation = validation.subset(rows_of_split(validation.ids, load_model(tmp_path / "model.pt"), "val", synthetic_catalog))
+    spirals = [binary_label(label) == "spiral" for label in validation.labels]
+    assert stored["spiral_share"] == pytest.approx(np.mean(spirals))  # the class mix p_spiral is calibrated to, for `confident`
     assert Classifier(load_model(tmp_path / "model.pt")).temperature == pytest.approx(result["temperature"])
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from galaxymorph.labels import BINARY_CLASSES, GZ1_CLASSES, binary_label, has_spiral_semantics, spiral_probability
+from galaxymorph.labels import (BINARY_CLASSES, GZ1_CLASSES, binary_label, has_spiral_semantics, spiral_probability,
+                               with_even_classes)
 from galaxymorph.metrics import (
     binary_summary,
     confusion_matrix,
@@ -84,3 +85,9 @@ def test_uncertainty_summary_says_whether_the_spread_finds_the_errors():
     misleading = uncertainty_summary(p_spiral, is_spiral, np.array([0.3, 0.2, 0.01, 0.02, 0.4]), confident)
     assert misleading["std_error_auc"] == 0.0
     assert "std_error_auc" not in uncertainty_summary(p_spiral, is_spiral, np.full(5, np.nan), confident)
+
+
+def test_with_even_classes_is_bayes_rule_with_the_prior_changed_to_one_half():
+    p_spiral = np.array([0.0, 0.06, 0.0424, 0.5, 1.0, np.nan])
+    assert np.allclose(with_even_classes(p_spiral, 0.5), p_spiral, equal_nan=True)
+    assert np.allclose(with_even_classes(p_spiral, 0.285), [0.0, 0.1380, 0.1000, 0.715, 1.0, np.nan], atol=1e-4, equal_nan=True)

@@ -115,7 +115,8 @@ class Classifier:
         self.loaded = loaded
         self.classes = loaded.classes
         self.temperature = float(loaded.metadata.get("calibration", {}).get("temperature", 1.0))
-        self.spiral_share = loaded.metadata.get("calibration", {}).get("spiral_share")
+        share = loaded.metadata.get("calibration", {}).get("spiral_share")
+        self.spiral_share = share if share is not None and 0.0 < share < 1.0 else None  # the class mix p_spiral is calibrated to
         self.density = FeatureDensity.from_dict(loaded.metadata["typicality"]) if "typicality" in loaded.metadata else None
         self.tta = tta
         if not features:
@@ -322,12 +323,13 @@ class Classifier:
         return rows
 
     def confident(self, p_spiral: np.ndarray, p_galaxy: np.ndarray, scores: Scores) -> np.ndarray:
-        """p_spiral far from 0.5 (also for an even class mix, `config.CONFIDENT_MARGIN`), the members and views agreeing (where measured), the model's mass
-        on elliptical or disk classes, and the input like the training images (where measured)."""
+        """p_spiral far from 0.5, also as it would be for an even class mix (`config.CONFIDENT_MARGIN`),
+        the members and views agreeing (where measured), the model's mass on elliptical or disk
+        classes, and the input like the training images (where measured)."""
         limit = self.density.limit if self.density is not None and self.density.limit is not None else np.inf
         even = p_spiral if self.spiral_share is None else with_even_classes(p_spiral, self.spiral_share)
-        firm = ((np.minimum(p_spiral, even) >= 0.5 + CONFIDENT_MARGIN) | (np.maximum(p_spiral, even) <= 0.5 - CONFIDENT_MARGIN))
-        return (firm & ~(scores.spread > CONFIDENT_MAX_STD)
+        return ((np.abs(p_spiral - 0.5) >= CONFIDENT_MARGIN) & (np.abs(even - 0.5) >= CONFIDENT_MARGIN)
+                & ~(scores.spread > CONFIDENT_MAX_STD)
                 & (p_galaxy >= CONFIDENT_MIN_GALAXY) & ~(scores.ood > limit))
 
 

@@ -15,7 +15,8 @@ COLUMN_DESCRIPTIONS = {
     "p_spiral_std": "spread of p_spiral over the ensemble's members and test-time views",
     "p_galaxy": "probability that the object is an elliptical or a disk at all (the mass behind p_spiral)",
     "ood_score": "Mahalanobis distance from the training images in feature space, per dimension (about 1 typical)",
-    "confident": "p_spiral <= 0.1 or >= 0.9, members agree, p_galaxy >= 0.9 and ood_score within the model's limit",
+    "confident": ("p_spiral <= 0.1 or >= 0.9, also for a sample with as many spirals as ellipticals, members agree, "
+                  "p_galaxy >= 0.9 and ood_score within the model's limit"),
     "class": "the most probable class of the model's label set",
     "galaxy_found": "framing found a central source (else the central 40% was classified)",
     "galaxy_truncated": "the central source reaches the cutout's edge, or galaxy light fills the frame",
