@@ -298,6 +298,21 @@ def test_classify_fetch_widens_the_field_until_the_galaxy_is_whole(tmp_path, gal
     assert truncated["tight"].count("True") >= 3 and truncated["widened"] == ["False"] * 6
 
 
+def test_a_fetched_run_resumes_only_with_the_same_cutouts(tmp_path, local_host):
+    from typer.testing import CliRunner
+
+    from galaxymorph.cli import app
+
+    catalog = positions_catalog(tmp_path / "positions.csv", 3)
+    command = ["classify", str(catalog), "-o", str(tmp_path / "morphology"), "--fetch", "--id-column", "name",
+               "--rate-limit", "0", "--workers", "0", "--no-progress", "--model", "galaxynet", "--resume"]
+    assert CliRunner().invoke(app, command).exit_code == 0
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0 and "resumed after the 3 rows" in again.output
+    other_field = CliRunner().invoke(app, [*command, "--pixel-scale", "0.2"])
+    assert other_field.exit_code != 0 and "source.pixel_scale 0.396 there, 0.2 now" in other_field.output
+
+
 def test_embed_fetch_embeds_the_cutouts_of_sky_positions(tmp_path, local_host):
     import pyarrow.parquet as pq
     from typer.testing import CliRunner

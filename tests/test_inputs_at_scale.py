@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.csv
@@ -14,6 +15,8 @@ import pyarrow.dataset
 import pytest
 from PIL import Image
 
+from galaxymorph.config import DEFAULT_MODEL
+from galaxymorph.models import load_model
 from galaxymorph.prediction import PredictOptions, classify, predict
 from galaxymorph.sources.synthetic import synthetic_galaxy, write_examples
 
@@ -114,8 +117,11 @@ def test_dataset_folders_refuse_to_overwrite_and_to_resume_with_another_model(tm
     assert sorted(p.name for p in (tmp_path / "results").glob("part-*")) == [f"part-00000{i}.parquet" for i in range(3)]
     with pytest.raises(ValueError, match="already holds 3 result chunks"):
         classify([galaxy_jpeg], tmp_path / "results", options=PredictOptions(workers=0))
-    with pytest.raises(ValueError, match="written with other settings"):
+    with pytest.raises(ValueError, match="written with other settings .*model 'galaxynet_ensemble' there, 'seed' now"):
         classify([galaxy_jpeg], tmp_path / "results", model="seed", options=PredictOptions(workers=0), resume=True)
+    retrained = replace(load_model(DEFAULT_MODEL), weights_sha256="0" * 64)  # the same name, other weights
+    with pytest.raises(ValueError, match="weights_sha256 '[0-9a-f]{64}' there, '0{64}' now"):
+        classify([galaxy_jpeg], tmp_path / "results", model=retrained, options=PredictOptions(workers=0), resume=True)
     with pytest.raises(ValueError, match="resuming needs a Parquet dataset folder"):
         classify([galaxy_jpeg], tmp_path / "out.csv", resume=True)
     resumed = classify([galaxy_jpeg] * 7, tmp_path / "results", options=PredictOptions(workers=0), resume=True, chunk_rows=2)

@@ -177,7 +177,8 @@ def classify(
                                              progress=progress, max_pixels=max_pixels)
         summary = galaxymorph.classify(_inputs(paths, fetched), output, model=model,
                                        options=options, resume=resume, chunk_rows=chunk_rows,
-                                       total=_progress_total(paths) if fetched and progress else None)
+                                       total=_progress_total(paths) if fetched and progress else None,
+                                       source=fetched.what_is_asked() if fetched else None)
     _report_rows(summary, "classified")
 
 
@@ -264,8 +265,9 @@ def embed(
     --fetch, catalogs of sky positions are fetched as for classify."""
     options = galaxymorph.PredictOptions(batch_size=batch_size, workers=workers, backend=backend, progress=progress,
                                          max_pixels=max_pixels)
-    summary = galaxymorph.embed(_inputs(paths, _fetched_cutouts(fetch, cache_dir, cutouts)), output, model=model,
-                                options=options, resume=resume, chunk_rows=chunk_rows)
+    fetched = _fetched_cutouts(fetch, cache_dir, cutouts)
+    summary = galaxymorph.embed(_inputs(paths, fetched), output, model=model, options=options, resume=resume,
+                                chunk_rows=chunk_rows, source=fetched.what_is_asked() if fetched else None)
     _report_rows(summary, "embedded")
 
 

@@ -386,13 +386,15 @@ class ClassifySummary:
 def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], Iterable[CatalogRow]],
              output: str | os.PathLike, *, model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
              options: PredictOptions = PredictOptions(), resume: bool = False, chunk_rows: int = CHUNK_ROWS,
-             total: int | None = None) -> ClassifySummary:
+             total: int | None = None, source: dict | None = None) -> ClassifySummary:
     """Classify images and write the morphology catalog as results arrive: a .csv, .parquet, .fits or
     .ecsv file, or a folder of Parquet chunks of `chunk_rows` rows that a killed run `resume`s (the
     inputs must come in the same order: the rows the folder holds are skipped). `inputs` may also be
     a function that gives the rows after the first N, for inputs that can skip rows without work
     (cutouts still to be fetched); `total`, the number of rows when known, gives the progress bar
-    its end (counted here for a list of paths). The catalog records its provenance. No input at all
+    its end (counted here for a list of paths). A dataset folder records the model's name and weights
+    and `source`, what the inputs are beyond their names (`Cutouts.what_is_asked` for fetched
+    positions), and a resumed run with others is refused. The catalog records its provenance. No input at all
     is a `CatalogError`, and leaves no empty catalog behind."""
     from tqdm import tqdm
 
@@ -402,7 +404,8 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
     output = check_output_path(output)
     loaded = load_model(model)
     classifier = _classifier(loaded, options)  # before the output is opened: an encoder is refused here
-    settings = {"model": loaded.name, "classes": list(loaded.classes), "tta": options.tta, "head": options.head}
+    settings = {"model": loaded.name, "weights_sha256": loaded.weights_sha256, "classes": list(loaded.classes),
+                "tta": options.tta, "head": options.head, **({"source": source} if source else {})}
     failed, input_errors = 0, []
     listed = isinstance(inputs, (list, tuple))  # never consume an iterator
     given = {str(Path(item)) for item in inputs if not isinstance(item, CatalogRow)} if listed else set()
@@ -428,14 +431,15 @@ def classify(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], 
 
 def embed(inputs: Iterable[str | os.PathLike | CatalogRow] | Callable[[int], Iterable[CatalogRow]],
           output: str | os.PathLike, *, model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
-          options: PredictOptions = PredictOptions(), resume: bool = False, chunk_rows: int = CHUNK_ROWS) -> ClassifySummary:
+          options: PredictOptions = PredictOptions(), resume: bool = False, chunk_rows: int = CHUNK_ROWS,
+          source: dict | None = None) -> ClassifySummary:
     """`classify` with the embedding head: one row per image with the input's columns, `id`, `file`,
     `embedding` (`Classifier.embeddings`) and `error`, into a .parquet file or a dataset folder (the
     index that `similarity` searches), with the model's name and preprocessing in its metadata."""
     if Path(output).suffix.lower() not in ("", ".parquet", ".pq"):
         raise ValueError(f"embeddings are written to a .parquet file or a dataset folder, not {Path(output).name!r}")
     return classify(inputs, output, model=model, options=replace(options, head="embedding"), resume=resume,
-                    chunk_rows=chunk_rows)
+                    chunk_rows=chunk_rows, source=source)
 
 
 def _gives_features(graph: Path) -> bool:

@@ -160,7 +160,10 @@ class DatasetWriter:
         if chunks:
             stored = json.loads((self.path / DATASET_SETTINGS).read_text())
             if stored != self.settings:
-                raise ValueError(f"{self.path} was written with other settings ({stored}); cannot resume with {self.settings}")
+                there, now = _flattened(stored), _flattened(self.settings)
+                changed = "; ".join(f"{key} {there.get(key)!r} there, {now.get(key)!r} now"
+                                    for key in sorted(there.keys() | now.keys()) if there.get(key) != now.get(key))
+                raise ValueError(f"{self.path} was written with other settings ({changed}): cannot resume it")
             self._schema = described_schema(pq.read_schema(chunks[0]), self.provenance)
             self.rows_done = sum(pq.ParquetFile(chunk).metadata.num_rows for chunk in chunks)
             self._chunks = len(chunks)
@@ -302,3 +305,11 @@ def _csv_value(value: object) -> object:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.6g}"
     return value
+
+
+def _flattened(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as one level, keys joined by dots (source.pixel_scale)."""
+    flat = {}
+    for key, value in settings.items():
+        flat.update(_flattened(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat

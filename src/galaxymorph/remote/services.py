@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -83,6 +83,10 @@ class Cutouts:
     ra_column: str = "ra"
     dec_column: str = "dec"
     id_column: str | None = None
+
+    def what_is_asked(self) -> dict:
+        """The survey and cutout settings, and the widenings: what a resumed run must ask for again."""
+        return {"survey": self.service.survey, **asdict(self.service.settings), "widen_truncated": self.options.widen_truncated}
 
 
 @dataclass(frozen=True)
