@@ -58,6 +58,8 @@ def test_models_list():
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0 and "pretrained  galaxynet" in result.output and "architecture seed" in result.output
     assert "int8 graph for CPUs" in result.output
+    default, = [line for line in result.output.splitlines() if line.endswith("the default")]
+    assert "galaxynet_ensemble" in default and "validation log loss 0.2" in default
 
 
 def test_classify_writes_a_catalog(tmp_path, galaxy_jpeg):

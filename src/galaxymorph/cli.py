@@ -580,12 +580,12 @@ def models_list() -> None:
     """Bundled pretrained models and registered architectures."""
     for name in galaxymorph.bundled_models():
         loaded = galaxymorph.load_model(name)
-        validation = loaded.metadata.get("metrics", {}).get("validation", {})
+        calibration = loaded.metadata.get("calibration", {})
         architecture = loaded.metadata["architecture"] + (f" x{loaded.metadata['members']}" if "members" in loaded.metadata else "") \
             + (f" ({loaded.metadata['heads']} heads)" if "heads" in loaded.metadata else "")
-        typer.echo(f"pretrained  {name:20s} {architecture:16s} classes: {', '.join(loaded.classes)}"
-                   + (f"; validation ROC AUC {validation['spiral_roc_auc']:.3f}" if "spiral_roc_auc" in validation else "")
-                   + ("; int8 graph for CPUs" if loaded.int8_graph else ""))
+        typer.echo(f"pretrained  {name:20s} {architecture:19s} classes: {', '.join(loaded.classes)}"
+                   + (f"; p_spiral's validation log loss {calibration['nll_after']:.4f}" if "nll_after" in calibration else "")
+                   + ("; int8 graph for CPUs" if loaded.int8_graph else "") + ("; the default" if name == DEFAULT_MODEL else ""))
     for name in galaxymorph.list_architectures():
         typer.echo(f"architecture {name}")
 
