@@ -308,7 +308,7 @@ def test_a_fetched_run_resumes_only_with_the_same_cutouts(tmp_path, local_host):
                "--rate-limit", "0", "--workers", "0", "--no-progress", "--model", "galaxynet", "--resume"]
     assert CliRunner().invoke(app, command).exit_code == 0
     again = CliRunner().invoke(app, command)
-    assert again.exit_code == 0 and "resumed after the 3 rows" in again.output
+    assert again.exit_code == 0 and "resumed after the 3 rows already in" in again.output and "0 more written, 3 in all" in again.output
     other_field = CliRunner().invoke(app, [*command, "--pixel-scale", "0.2"])
     assert other_field.exit_code != 0 and "source.pixel_scale 0.396 there, 0.2 now" in other_field.output
 

@@ -115,7 +115,7 @@ def test_dataset_folders_refuse_to_overwrite_and_to_resume_with_another_model(tm
     summary = classify([galaxy_jpeg] * 5, tmp_path / "results", options=PredictOptions(workers=0), chunk_rows=2)
     assert summary.rows == 5
     assert sorted(p.name for p in (tmp_path / "results").glob("part-*")) == [f"part-00000{i}.parquet" for i in range(3)]
-    with pytest.raises(ValueError, match="already holds 3 result chunks"):
+    with pytest.raises(ValueError, match=r"already holds result chunks \(3\): continue that run with --resume"):
         classify([galaxy_jpeg], tmp_path / "results", options=PredictOptions(workers=0))
     with pytest.raises(ValueError, match="written with other settings .*model 'galaxynet_ensemble' there, 'seed' now"):
         classify([galaxy_jpeg], tmp_path / "results", model="seed", options=PredictOptions(workers=0), resume=True)

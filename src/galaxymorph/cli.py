@@ -187,9 +187,11 @@ def _report_rows(summary, done: str) -> None:
     for reason in summary.input_errors:  # whole inputs that failed, not only in the error column
         _echo_error(reason)
     if summary.resumed_after:
-        typer.echo(f"resumed after the {summary.resumed_after} rows already in {summary.output}")
-    typer.echo(f"{summary.rows} rows written to {summary.output}; {summary.failed} could not be {done}"
-               + (" (reasons in the error column)" if summary.failed else ""))
+        typer.echo(f"resumed after the {summary.resumed_after} rows already in {summary.output}: "
+                   f"{summary.rows - summary.resumed_after} more written, {summary.rows} in all")
+    else:
+        typer.echo(f"{summary.rows} rows written to {summary.output}")
+    typer.echo(f"{summary.failed} could not be {done}" + (" (reasons in the error column)" if summary.failed else ""))
     if summary.rows and summary.failed == summary.rows:
         raise typer.Exit(code=1)
 

@@ -156,7 +156,8 @@ class DatasetWriter:
             leftover.unlink()
         chunks = self._chunk_files()
         if chunks and not self.resume:
-            raise ValueError(f"{self.path} already holds {len(chunks)} result chunks: resume the run, or choose an empty folder")
+            raise ValueError(f"{self.path} already holds result chunks ({len(chunks)}): continue that run with --resume "
+                             "(resume=True), or choose an empty folder")
         if chunks:
             stored = json.loads((self.path / DATASET_SETTINGS).read_text())
             if stored != self.settings:
