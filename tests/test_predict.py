@@ -202,6 +202,9 @@ def test_a_csv_catalog_has_a_sidecar_and_parquet_keeps_its_provenance_in_the_sch
         classify([galaxy_jpeg], tmp_path / name, options=PredictOptions(workers=0))
     sidecar = json.loads((tmp_path / "out.csv.json").read_text())
     assert sidecar["provenance"]["model"] == "galaxynet_ensemble" and "confident" in sidecar["columns"]
+    rule = sidecar["provenance"]["confident"]  # what `confident` asked of these rows
+    assert rule["calibrated_spiral_share"] == pytest.approx(0.285, abs=0.001) and rule["p_spiral_margin"] == 0.4
+    assert rule["ood_score_limit"] == load_model("galaxynet_ensemble").metadata["typicality"]["limit"]
     for path in (tmp_path / "out.parquet", tmp_path / "dataset" / "part-000000.parquet"):
         schema = pq.read_schema(path)
         assert json.loads(schema.metadata[b"galaxymorph"])["weights_sha256"] == sidecar["provenance"]["weights_sha256"]

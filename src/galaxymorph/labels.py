@@ -56,6 +56,13 @@ def galaxy_probability(probabilities: np.ndarray, classes: Sequence[str]) -> np.
     return probabilities[..., [i for i, c in enumerate(classes) if c in DISK_CLASSES | ELLIPTICAL_CLASSES]].sum(axis=-1)
 
 
+def calibrated_spiral_share(metadata: dict) -> float | None:
+    """The share of spirals that a model's p_spiral was calibrated to (`calibrate` records it); None
+    where it was not recorded, or is 0 or 1 (no even mix to compare with)."""
+    share = metadata.get("calibration", {}).get("spiral_share")
+    return share if share is not None and 0.0 < share < 1.0 else None
+
+
 def with_even_classes(p_spiral: np.ndarray, spiral_share: float) -> np.ndarray:
     """p_spiral calibrated on a sample whose share of spirals is `spiral_share`, as it would be for a
     sample with as many spirals as ellipticals (Bayes' rule with the prior changed to one half)."""

@@ -25,8 +25,8 @@ from galaxymorph.config import (BATCH_SIZE, CHANNELS, CHUNK_ROWS, CONFIDENT_MARG
                                 CONFIDENT_MIN_GALAXY, DEFAULT_MODEL, LABEL_MIN_GALAXY, MAX_PIXELS, MIN_IMAGE_SIZE,
                                 default_workers)
 from galaxymorph.errors import CatalogError, ModelError
-from galaxymorph.labels import (BINARY_CLASSES, galaxy_probability, has_spiral_semantics, mirror_permutation, spiral_probability,
-                                with_even_classes)
+from galaxymorph.labels import (BINARY_CLASSES, calibrated_spiral_share, galaxy_probability, has_spiral_semantics,
+                                mirror_permutation, spiral_probability, with_even_classes)
 from galaxymorph.models import LoadedModel, load_model
 from galaxymorph.models.export import onnx_bytes
 from galaxymorph.outputs.catalog_writer import check_output_path, open_catalog_writer
@@ -115,8 +115,7 @@ class Classifier:
         self.loaded = loaded
         self.classes = loaded.classes
         self.temperature = float(loaded.metadata.get("calibration", {}).get("temperature", 1.0))
-        share = loaded.metadata.get("calibration", {}).get("spiral_share")
-        self.spiral_share = share if share is not None and 0.0 < share < 1.0 else None  # the class mix p_spiral is calibrated to
+        self.spiral_share = calibrated_spiral_share(loaded.metadata)
         self.density = FeatureDensity.from_dict(loaded.metadata["typicality"]) if "typicality" in loaded.metadata else None
         self.tta = tta
         if not features:

@@ -49,10 +49,16 @@ def column_metadata(name: str, numeric: bool) -> dict[str, str]:
 def provenance(loaded, *, tta: bool = False, backend: str | None = None) -> dict:
     """Where a morphology catalog's rows come from: software and version, the model's name, the
     SHA-256 of its weights file, its classes and preprocessing, test-time augmentation, the
-    inference back-end (where known), and when."""
+    inference back-end (where known), what `confident` asked, and when."""
+    from galaxymorph.config import CONFIDENT_MARGIN, CONFIDENT_MAX_STD, CONFIDENT_MIN_GALAXY
+    from galaxymorph.labels import calibrated_spiral_share
+
+    confident = {"p_spiral_margin": CONFIDENT_MARGIN, "calibrated_spiral_share": calibrated_spiral_share(loaded.metadata),
+                 "max_p_spiral_std": CONFIDENT_MAX_STD, "min_p_galaxy": CONFIDENT_MIN_GALAXY,
+                 "ood_score_limit": loaded.metadata.get("typicality", {}).get("limit")}
     return _stamped(model=loaded.name, weights_sha256=loaded.weights_sha256 or "not saved",
                     classes=list(loaded.classes), preprocessing=loaded.preprocessing.to_dict(), tta=tta,
-                    **({"backend": backend} if backend else {}))
+                    **({"backend": backend} if backend else {}), confident=confident)
 
 
 def fetch_provenance(service, options) -> dict:
