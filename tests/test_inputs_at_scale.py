@@ -127,6 +127,9 @@ def test_dataset_folders_refuse_to_overwrite_and_to_resume_with_another_model(tm
     resumed = classify([galaxy_jpeg] * 7, tmp_path / "results", options=PredictOptions(workers=0), resume=True, chunk_rows=2)
     assert (resumed.rows, resumed.resumed_after) == (7, 5)
     assert pyarrow.dataset.dataset(tmp_path / "results").count_rows() == 7
+    (tmp_path / "results" / "_galaxymorph.json").write_text("{not json")
+    with pytest.raises(ValueError, match="settings file _galaxymorph.json is missing or unreadable"):
+        classify([galaxy_jpeg], tmp_path / "results", options=PredictOptions(workers=0), resume=True)
 
 
 def test_a_killed_run_resumes_with_every_row_exactly_once(tmp_path):

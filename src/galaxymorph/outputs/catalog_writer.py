@@ -159,7 +159,11 @@ class DatasetWriter:
             raise ValueError(f"{self.path} already holds result chunks ({len(chunks)}): continue that run with --resume "
                              "(resume=True), or choose an empty folder")
         if chunks:
-            stored = json.loads((self.path / DATASET_SETTINGS).read_text())
+            try:
+                stored = json.loads((self.path / DATASET_SETTINGS).read_text())
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{self.path}: its settings file {DATASET_SETTINGS} is missing or unreadable ({error}): "
+                                 "cannot tell what wrote the chunks, so cannot resume it") from error
             if stored != self.settings:
                 there, now = _flattened(stored), _flattened(self.settings)
                 changed = "; ".join(f"{key} {there.get(key)!r} there, {now.get(key)!r} now"
