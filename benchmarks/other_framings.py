@@ -61,7 +61,8 @@ def rendered(rows: list[CatalogRow], rendering: str, scratch: Path) -> list[Cata
 
 def figures(results: list[dict], truth: list[bool]) -> dict:
     """Accuracy (recall for one class), ROC AUC and ECE where both classes are present, and the
-    shares of uncertain, confident and truncated rows, over rows that could be read."""
+    shares of uncertain, confident and truncated rows, how many confident true spirals are right
+    (what a sample of spirals only sees), over rows that could be read."""
     truth = np.array([t for t, row in zip(truth, results) if not row["error"]])
     results = [row for row in results if not row["error"]]
     p_spiral = np.array([row["p_spiral"] for row in results])
@@ -72,6 +73,7 @@ def figures(results: list[dict], truth: list[bool]) -> dict:
     return {"n": len(results), "accuracy": right.mean(), "roc_auc": summary.get("roc_auc"), "ece": summary.get("ece"),
             "uncertain": np.mean([row["label"] == "uncertain" for row in results]),
             "confident": confident.mean(), "confident_accuracy": right[confident].mean() if confident.any() else float("nan"),
+            "confident_spirals": right[confident & truth].mean() if (confident & truth).any() else float("nan"),
             "truncated": np.mean([row["galaxy_truncated"] for row in results]) if "galaxy_truncated" in results[0] else None,
             "ood_median": float(np.median(ood)) if len(ood := [row["ood_score"] for row in results if row["ood_score"] == row["ood_score"]]) else None}
 
@@ -108,8 +110,8 @@ def main() -> None:
                              for rendering in RENDERINGS if rendering != "re-stretched"})
                 sets.update({"zoomed-spirals (recall)": zoomed_spirals(), "gz2-sdss clean ellipticals": gz2_ellipticals()})
             print(f"\n## {name}\n| set | galaxies | accuracy | ROC AUC | ECE | uncertain | confident share | "
-                  "confident accuracy | galaxy_truncated | median ood_score |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
+                  "confident accuracy | confident true spirals right | galaxy_truncated | median ood_score |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
             for title, (rows, truth) in sets.items():
                 results = [row for batch in predict(rows, loaded, options=options) for row in batch]
                 if args.save_rows:
@@ -117,6 +119,7 @@ def main() -> None:
                 got = figures(results, truth)
                 print(f"| {title} | {got['n']} | {cell(got['accuracy'])} | {cell(got['roc_auc'])} | {cell(got['ece'])} "
                       f"| {cell(got['uncertain'], 3)} | {cell(got['confident'], 3)} | {cell(got['confident_accuracy'])} "
+                      f"| {cell(got['confident_spirals'], 3)} "
                       f"| {cell(got['truncated'], 3)} | {cell(got['ood_median'], 2)} |", flush=True)
 
 
